@@ -1,13 +1,55 @@
-"""The convexrecon command line (placeholder until the CLI lands)."""
+"""The ``convexrecon`` command line: a thin shell that parses, loads, calls the API
+and saves. No algorithm lives here.
+
+Commands: ``recon`` (reconstruct a k-space file), ``demo`` (bundled data, figures
+and metrics), ``info`` (describe a data file), ``problems`` (the named problem
+instances) and ``version``. Bad input gives one ``error: ...`` line on stderr and
+exit code 2 (see :mod:`cli._errors`).
+"""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="convexrecon: convex-first MR image reconstruction.", no_args_is_help=True)
+from convexrecon.cli._errors import cli_errors
+from convexrecon.cli.demo_cmd import DEMO_EPILOG, demo
+from convexrecon.cli.info_cmd import INFO_EPILOG, info, problems
+from convexrecon.cli.recon_cmd import RECON_EPILOG, recon
+
+__all__ = ["app", "main"]
+
+APP_HELP = """\
+convexrecon: convex-first MR image reconstruction.
+
+Reconstruct undersampled multi-coil k-space with L1-wavelet (FISTA), CG-SENSE,
+TV (PDHG), GRAPPA or zero filling; describe data files; run the bundled demo.
+"""
+
+APP_EPILOG = """\
+Start with [bold]convexrecon demo[/bold] (no arguments needed), then
+[bold]convexrecon recon --help[/bold]. Bad input exits with code 2 and one
+'error: ...' line on stderr.
+"""
+
+app = typer.Typer(
+    name="convexrecon",
+    help=APP_HELP,
+    epilog=APP_EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("recon", epilog=RECON_EPILOG)(recon)
+app.command("demo", epilog=DEMO_EPILOG)(demo)
+app.command("info", epilog=INFO_EPILOG)(info)
+app.command("problems")(problems)
 
 
-@app.command()
+@app.command("version")
+@cli_errors
 def version() -> None:
     """Print the version."""
     from convexrecon import __version__
@@ -16,4 +58,9 @@ def version() -> None:
 
 
 def main() -> None:
+    """Entry point of the ``convexrecon`` console script."""
     app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,181 @@
+"""Optimality certificates of the convex two-layer programs.
+
+* Gated form: the duality gap. The dual of
+  ``min 1/2||A U - Y||^2 + beta sum_i ||U_i||`` is
+  ``max <lam, Y> - 1/2||lam||^2`` s.t. ``||X^T D_i lam||_* <= beta`` (the dual norm:
+  Euclidean for one column, spectral for the nuclear penalty). The dual point is
+  the residual ``Y - A U`` scaled into the feasible set.
+* ReLU form: the KKT triple at ``(V, W)`` with multipliers ``mu >= 0`` of the cone
+  constraints ``(2 D_i - I) X u >= 0``:
+
+  - violation: ``max (-(2 D_i - I) X u)_+`` relative to ``max |y|``;
+  - stationarity: the minimum-norm subgradient of the Lagrangian in each block,
+    ``dist(-(grad_j - H_j mu_j), beta * d||u_j||)`` with ``H_j = X^T (2 D_j - I)``,
+    maximised over blocks and divided by ``beta``;
+  - complementarity: ``sum |mu * slack|`` relative to the objective value.
+
+* Pattern sufficiency: ``max ||X^T D lam|| / beta`` over freshly sampled patterns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["GapResult", "KKTResidual", "gated_gap", "gated_dual_point", "fresh_ratio",
+           "relu_kkt", "estimate_multipliers"]
+
+
+@dataclass
+class GapResult:
+    """Primal and dual values, the gap, and the gap relative to the primal value."""
+
+    primal: float
+    dual: float
+    gap: float
+    relative: float
+
+
+@dataclass
+class KKTResidual:
+    """The relative KKT triple of the ReLU form; ``max`` is the stopping scalar."""
+
+    violation: float
+    stationarity: float
+    complementarity: float
+
+    @property
+    def max(self) -> float:
+        return max(self.violation, self.stationarity, self.complementarity)
+
+
+def _dual_norms(Z: torch.Tensor, *, per_column: bool) -> torch.Tensor:
+    """Dual norms of blocks ``(P, d, c)``: Euclidean per column or spectral per block."""
+    if per_column or Z.shape[-1] == 1:
+        return torch.linalg.vector_norm(Z, dim=1).amax(dim=-1)
+    return torch.linalg.matrix_norm(Z, ord=2)
+
+
+def gated_dual_point(prog, U: torch.Tensor) -> torch.Tensor:
+    """``lam = s (Y - A U)`` with ``s`` the largest in ``(0, 1]`` making it feasible."""
+    data = prog.data
+    R = data.Y - data.apply(U)
+    worst = float(_dual_norms(data.adjoint(R), per_column=False).max())
+    s = min(1.0, data.beta / worst) if worst > 0 else 1.0
+    return s * R
+
+
+def gated_gap(prog, U: torch.Tensor) -> GapResult:
+    """Duality gap of the gated program at ``U``."""
+    data = prog.data
+    lam = gated_dual_point(prog, U)
+    primal = float(prog.smooth.value(U) + prog.reg.value(U))
+    dual = float(torch.sum(lam * data.Y) - 0.5 * torch.sum(lam ** 2))
+    gap = max(primal - dual, 0.0)
+    denom = max(abs(primal), abs(dual), 1e-300)
+    return GapResult(primal=primal, dual=dual, gap=gap, relative=gap / denom)
+
+
+def fresh_ratio(data, lam: torch.Tensor, *, n_fresh: int, seed: int,
+                per_column: bool = False, chunk: int = 256) -> float:
+    """``max ||X^T D lam|| / beta`` over ``n_fresh`` patterns from fresh Gaussian gates."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    worst = 0.0
+    done = 0
+    while done < n_fresh:
+        m = min(chunk, n_fresh - done)
+        g = torch.randn(data.d, m, generator=gen, dtype=torch.float64).to(
+            device=data.X.device, dtype=data.X.dtype)
+        Dm = (data.X @ g >= 0).to(data.X.dtype)
+        Z = data.xt(Dm.unsqueeze(-1) * lam.unsqueeze(1))
+        worst = max(worst, float(_dual_norms(Z, per_column=per_column).max()))
+        done += m
+    return worst / data.beta
+
+
+def _stack(prog, x):
+    V, W = x
+    U = torch.cat([V, W], dim=0)
+    R = prog.data.apply(V - W) - prog.data.Y
+    G0 = prog.data.adjoint(R)
+    grads = torch.cat([G0, -G0], dim=0)
+    E2 = torch.cat([prog.E, prog.E], dim=1)
+    S = E2.unsqueeze(-1) * prog.data.xu(U)
+    return U, R, grads, E2, S
+
+
+def _zero_blocks(U: torch.Tensor, zero_tol: float) -> torch.Tensor:
+    nrm = torch.linalg.vector_norm(U, dim=1)  # (2P, c)
+    return nrm <= zero_tol * max(float(nrm.max()), 1e-300)
+
+
+def estimate_multipliers(prog, x, *, iters: int = 500, act_tol: float = 1e-6,
+                         zero_tol: float = 1e-7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-negative least-squares estimate of the cone multipliers ``(mu_v, mu_w)``.
+
+    Each block's multiplier lives on its active set (slack at most ``act_tol``
+    times the largest slack) and minimises the stationarity residual, by projected
+    accelerated gradient (``iters`` steps, batched over blocks).
+    """
+    data = prog.data
+    U, _, grads, E2, S = _stack(prog, x)
+    zero = _zero_blocks(U, zero_tol)
+    nrm = torch.linalg.vector_norm(U, dim=1, keepdim=True)
+    unit = torch.where(zero.unsqueeze(1), torch.zeros_like(U), U / torch.clamp(nrm, min=1e-300))
+    target = grads + data.beta * unit  # want H mu ~ target
+    active = (S <= act_tol * max(float(S.abs().max()), 1e-300)).to(U.dtype)
+    lip = float(torch.linalg.matrix_norm(data.X, ord=2)) ** 2
+    mu = _lstsq_start(data.X, E2, target, active, zero)
+    z = mu.clone()
+    t = 1.0
+
+    def resid(m):
+        return target - data.xt(E2.unsqueeze(-1) * m)
+
+    for _ in range(iters):
+        g = -E2.unsqueeze(-1) * data.xu(resid(z))
+        new = torch.clamp(z - g / lip, min=0.0) * active
+        t_new = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
+        z = new + ((t - 1.0) / t_new) * (new - mu)
+        mu, t = new, t_new
+    P = data.P
+    return mu[:, :P], mu[:, P:]
+
+
+def _lstsq_start(X: torch.Tensor, E2: torch.Tensor, target: torch.Tensor,
+                 active: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """Least-squares multipliers on each non-zero block's (small) active set, clamped >= 0."""
+    n, d = X.shape
+    mu = torch.zeros(n, *target.shape[::2], dtype=X.dtype, device=X.device)  # (n, 2P, c)
+    for j, k in (~zero).nonzero().tolist():
+        idx = active[:, j, k].nonzero().flatten()
+        if idx.numel() == 0 or idx.numel() > d:
+            continue
+        H = X[idx].T * E2[idx, j]
+        sol = torch.linalg.lstsq(H, target[j, :, k].unsqueeze(-1)).solution[:, 0]
+        mu[idx, j, k] = torch.clamp(sol, min=0.0)
+    return mu
+
+
+def relu_kkt(prog, x, *, multipliers=None, zero_tol: float = 1e-7) -> KKTResidual:
+    """The relative KKT triple at ``x = (V, W)`` (see the module docstring)."""
+    data = prog.data
+    if multipliers is None:
+        multipliers = estimate_multipliers(prog, x, zero_tol=zero_tol)
+    mu = torch.clamp(torch.cat(list(multipliers), dim=1), min=0.0)
+    U, R, grads, E2, S = _stack(prog, x)
+    zero = _zero_blocks(U, zero_tol)
+    nrm = torch.linalg.vector_norm(U, dim=1, keepdim=True)
+    g = grads - data.xt(E2.unsqueeze(-1) * mu)  # (2P, d, c)
+    unit = U / torch.clamp(nrm, min=1e-300)
+    res_nz = torch.linalg.vector_norm(g + data.beta * unit, dim=1)
+    res_z = torch.clamp(torch.linalg.vector_norm(g, dim=1) - data.beta, min=0.0)
+    stat = torch.where(zero, res_z, res_nz)
+    objective = float(0.5 * torch.sum(R ** 2) + data.beta * torch.linalg.vector_norm(U, dim=1).sum())
+    yscale = max(float(data.Y.abs().max()), 1e-300)
+    return KKTResidual(
+        violation=float(torch.clamp(-S, min=0.0).max()) / yscale,
+        stationarity=float(stat.max()) / data.beta,
+        complementarity=float(torch.sum(torch.abs(mu * S))) / max(objective, 1e-300),
+    )

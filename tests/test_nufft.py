@@ -1,0 +1,211 @@
+"""NUFFT conventions and accuracy: centred orthonormal FFT on the grid, explicit
+NUDFT, Toeplitz normal, Pipe-Menon weights, batching, dtype moves, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from convexrecon.errors import InputError
+from convexrecon.operators.noncartesian import NonCartesianSense, StackOfStars
+from convexrecon.operators.nufft import NUFFT, pipe_menon_dcf
+from convexrecon.sampling import radial
+
+C128 = torch.complex128
+
+
+def _rel(a, b):
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+def _crand(*shape, seed=0, dtype=C128):
+    g = torch.Generator().manual_seed(seed)
+    return torch.complex(torch.randn(*shape, generator=g, dtype=torch.float64),
+                         torch.randn(*shape, generator=g, dtype=torch.float64)).to(dtype)
+
+
+def _traj(k, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(2, k, generator=g, dtype=torch.float64) * 2 - 1) * math.pi * 0.999
+
+
+def _grid_traj(h, w):
+    ky, kx = torch.meshgrid(torch.arange(h, dtype=torch.float64) - h // 2,
+                            torch.arange(w, dtype=torch.float64) - w // 2, indexing="ij")
+    return torch.stack([2 * math.pi * ky.flatten() / h, 2 * math.pi * kx.flatten() / w])
+
+
+def _nudft_matrix(traj, im_size):
+    """Exact non-uniform DFT, centred image coordinates, orthonormal scaling."""
+    h, w = im_size
+    n0 = torch.arange(h, dtype=torch.float64) - h // 2
+    n1 = torch.arange(w, dtype=torch.float64) - w // 2
+    phase = traj[0][:, None, None] * n0[None, :, None] + traj[1][:, None, None] * n1[None, None, :]
+    return (torch.exp(-1j * phase) / math.sqrt(h * w)).reshape(traj.shape[1], h * w)
+
+
+@pytest.mark.parametrize("im_size", [(8, 8), (8, 6), (7, 5)])
+def test_grid_points_equal_centred_orthonormal_fft(im_size):
+    """Pins sign, shift and normalisation: NUFFT on grid points == fftc(x)."""
+    h, w = im_size
+    op = NUFFT(_grid_traj(h, w), im_size, dtype=C128)
+    x = _crand(h, w)
+    ref = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(x), norm="ortho"))
+    assert _rel(op(x).reshape(h, w), ref) < 1e-4
+    # the adjoint on the grid is the centred orthonormal inverse FFT
+    y = _crand(h, w, seed=1)
+    ref_adj = torch.fft.fftshift(torch.fft.ifftn(torch.fft.ifftshift(y), norm="ortho"))
+    assert _rel(op.adjoint(y.reshape(-1)), ref_adj) < 1e-4
+
+
+def test_matches_explicit_nudft_8x8():
+    traj = _traj(100)
+    op = NUFFT(traj, (8, 8), dtype=C128)
+    E = _nudft_matrix(traj, (8, 8))
+    x = _crand(8, 8, seed=2)
+    assert _rel(op(x), E @ x.reshape(-1)) < 2e-3
+    y = _crand(100, seed=3)
+    assert _rel(op.adjoint(y).reshape(-1), E.conj().T @ y) < 2e-3
+
+
+def test_complex64_close_to_complex128():
+    traj = _traj(100)
+    x = _crand(8, 8, seed=4)
+    y64 = NUFFT(traj.float(), (8, 8))(x.to(torch.complex64))
+    y128 = NUFFT(traj, (8, 8), dtype=C128)(x)
+    assert y64.dtype == torch.complex64
+    assert _rel(y64.to(C128), y128) < 1e-5
+
+
+@pytest.mark.parametrize("with_dcf", [False, True])
+def test_toeplitz_normal_matches_dense_nudft_normal(with_dcf):
+    traj = _traj(120, seed=5)
+    w = torch.rand(120, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) + 0.2
+    op = NUFFT(traj, (8, 6), dcf=w if with_dcf else None, dtype=C128)
+    E = _nudft_matrix(traj, (8, 6))
+    wt = w if with_dcf else torch.ones(120, dtype=torch.float64)
+    dense_normal = E.conj().T @ (wt[:, None] * E)
+    x = _crand(8, 6, seed=7)
+    assert _rel(op.normal(x).reshape(-1), dense_normal @ x.reshape(-1)) < 2e-3
+    # the dcf operator is W^(1/2) A: forward and normal consistent
+    assert _rel(op(x), wt.sqrt() * (E @ x.reshape(-1))) < 2e-3
+
+
+def test_normal_without_toeplitz_is_adjoint_forward():
+    op = NUFFT(_traj(50), (6, 6), toeplitz=False, dtype=C128)
+    assert op.kernel is None
+    x = _crand(6, 6)
+    assert _rel(op.normal(x), op.adjoint(op(x))) < 1e-12
+
+
+def test_oversampling_keeps_scaling():
+    traj = _traj(80, seed=8)
+    x = _crand(8, 8, seed=9)
+    ref = _nudft_matrix(traj, (8, 8)) @ x.reshape(-1)
+    for osf in (1.5, 2.0, 2.5):
+        op = NUFFT(traj, (8, 8), oversamp=osf, dtype=C128)
+        assert _rel(op(x), ref) < 1e-2
+        assert _rel(op.normal(x), op.adjoint(op(x))) < 1e-2
+
+
+def test_batch_dims():
+    op = NUFFT(_traj(60), (8, 8), dtype=C128)
+    x = _crand(2, 3, 8, 8, seed=10)
+    y = op(x)
+    assert y.shape == (2, 3, 60)
+    assert _rel(y[1, 2], op(x[1, 2])) < 1e-12
+    assert op.adjoint(y).shape == (2, 3, 8, 8)
+    assert op.normal(x).shape == (2, 3, 8, 8)
+    assert _rel(op.normal(x)[0, 1], op.normal(x[0, 1])) < 1e-12
+
+
+def test_to_complex128():
+    op = NUFFT(_traj(60).float(), (8, 8), dcf=torch.ones(60))
+    op2 = op.to(dtype=C128)
+    assert op2.dtype == C128 and op.dtype == torch.complex64
+    assert op2.traj.dtype == torch.float64 and op2.kernel.dtype == torch.float64
+    assert op._mods["fwd"].table_0.dtype == torch.complex64  # original left untouched
+    x = _crand(8, 8, seed=11)
+    assert op2(x).dtype == C128 and op2.normal(x).dtype == C128
+    assert _rel(op2(x), op(x.to(torch.complex64)).to(C128)) < 1e-5
+    assert op.to(dtype=torch.complex64)(x.to(torch.complex64)).dtype == torch.complex64
+
+
+def test_multicoil_and_stack_of_stars_against_loops():
+    traj, maps = _traj(70, seed=12), _crand(3, 4, 8, 6, seed=13)
+    sos = StackOfStars(maps, traj, dtype=C128)
+    nu = NUFFT(traj, (8, 6), dtype=C128)
+    x = _crand(4, 8, 6, seed=14)
+    z = torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(maps * x, dim=-3), dim=-3, norm="ortho"), dim=-3)
+    assert _rel(sos(x), nu(z)) < 1e-12
+    ncs = NonCartesianSense(maps[:, 0], traj, dtype=C128)
+    assert _rel(ncs(x[0]), nu(maps[:, 0] * x[0])) < 1e-12
+    assert _rel(ncs.normal(x[0]), ncs.adjoint(ncs(x[0]))) < 1e-3
+    assert _rel(sos.normal(x), sos.adjoint(sos(x))) < 1e-3
+
+
+def test_pipe_menon_radial_ramp():
+    n, spokes, readout = 32, 64, 64
+    traj = radial(spokes, readout, mode="equiangular")
+    w = pipe_menon_dcf(traj, (n, n), iters=20)
+    assert w.shape == (spokes * readout,) and w.dtype == torch.float32
+    assert bool((w >= 0).all())
+    assert float(w.sum()) == pytest.approx(n * n, rel=1e-4)
+    kr = torch.linalg.vector_norm(traj, dim=0)
+    # away from the centre and the edge the weights grow like |k|
+    band = lambda lo, hi: float(w[(kr > lo) & (kr < hi)].mean())  # noqa: E731
+    ratio = band(0.55 * math.pi, 0.65 * math.pi) / band(0.25 * math.pi, 0.35 * math.pi)
+    assert 1.6 < ratio < 2.4
+    # gridding a uniform signal: interpolating back the gridded weights is flat
+    op = NUFFT(traj, (n, n), dcf=w, dtype=torch.complex64)
+    x = torch.zeros(n, n, dtype=torch.complex64)
+    x[n // 2, n // 2] = 1  # a centred delta: constant k-space data
+    psf = op.normal(x)
+    assert float(psf[n // 2, n // 2].real) == pytest.approx(1.0, rel=1e-3)
+    side = psf.abs().clone()
+    side[n // 2 - 1:n // 2 + 2, n // 2 - 1:n // 2 + 2] = 0
+    assert float(side.max()) < 0.1
+
+
+def test_bad_input():
+    with pytest.raises(InputError, match="traj"):
+        NUFFT(torch.full((2, 5), 4.0), (8, 8))
+    with pytest.raises(InputError, match="traj"):
+        NUFFT(torch.full((2, 5), math.pi, dtype=torch.float64), (8, 8))
+    with pytest.raises(InputError, match="traj"):
+        NUFFT(torch.zeros(3, 5), (8, 8))
+    with pytest.raises(InputError, match="traj"):
+        NUFFT(torch.zeros(10), (8, 8))
+    with pytest.raises(InputError, match="traj"):
+        NUFFT(torch.tensor([[0.0, float("nan")], [0.0, 0.0]]), (8, 8))
+    with pytest.raises(InputError, match="dcf"):
+        NUFFT(torch.zeros(2, 5), (8, 8), dcf=torch.ones(4))
+    with pytest.raises(InputError, match="dcf"):
+        NUFFT(torch.zeros(2, 5), (8, 8), dcf=-torch.ones(5))
+    with pytest.raises(InputError, match="oversamp"):
+        NUFFT(torch.zeros(2, 5), (8, 8), oversamp=0.5)
+    with pytest.raises(InputError, match="dtype"):
+        NUFFT(torch.zeros(2, 5), (8, 8), dtype=torch.float32)
+    with pytest.raises(InputError, match="im_size"):
+        NUFFT(torch.zeros(2, 5), (8, 0))
+    op = NUFFT(torch.zeros(2, 5), (8, 8))
+    with pytest.raises(InputError, match="input"):
+        op(torch.zeros(8, 7, dtype=torch.complex64))
+    with pytest.raises(InputError, match="traj"):
+        pipe_menon_dcf(torch.full((2, 5), 7.0), (8, 8))
+    with pytest.raises(InputError, match="maps"):
+        StackOfStars(torch.zeros(4, 8, 8, dtype=torch.complex64), torch.zeros(2, 5))
+
+
+def test_autograd_apply_gradcheck_and_sense_to():
+    op = NUFFT(_traj(20, seed=15), (4, 4), dtype=C128)
+    x = _crand(4, 4, seed=16).requires_grad_(True)
+    assert torch.autograd.gradcheck(op.autograd_apply, (x,), fast_mode=True)
+    assert torch.autograd.gradcheck(op.N.autograd_apply, (x,), fast_mode=True)
+    ncs = NonCartesianSense(_crand(2, 4, 4, seed=17).to(torch.complex64), _traj(20).float())
+    ncs2 = ncs.to(dtype=C128)
+    assert ncs2.maps.dtype == C128 and ncs2.nufft.dtype == C128 and ncs.nufft.dtype == torch.complex64
+    xd = x.detach()
+    assert _rel(ncs2.normal(xd), ncs2.adjoint(ncs2(xd))) < 1e-3

@@ -1,0 +1,219 @@
+"""The convex two-layer CNN programs: operator, gated program vs cvxpy, certificates,
+recovered networks, the ReLU (cone) form and bad input. float64 throughout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from convexrecon.errors import InputError
+from convexrecon.operators import dot_test
+from convexrecon.operators.conv import (PatternConv, channels_to_complex, complex_to_channels,
+                                        pad_input, pattern_masks, random_gates)
+from convexrecon.programs.relu_conv import ConvTwoLayerReLU
+from convexrecon.programs.relu_conv_cone import ConvReLUAugLag, ConvTwoLayerReLUCone
+from convexrecon.solvers.fista import FISTA
+
+D64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small convolutions run fastest on one thread (and the machine is shared)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _data(n=2, c=2, co=2, h=8, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, c, h, w, generator=g, dtype=D64),
+            torch.randn(n, co, h, w, generator=g, dtype=D64))
+
+
+def _reference_forward(x, gates, u, padding, bias):
+    """Sum over patterns of mask * conv, written with padded conv2d calls."""
+    k = gates.shape[-1]
+    r = k // 2
+    xp = F.pad(x, (r,) * 4, mode="circular") if padding == "circular" else F.pad(x, (r,) * 4)
+    if bias:
+        xp = torch.cat([xp, torch.full_like(xp[:, :1], 1.0 / k)], dim=1)
+    out = 0
+    for i in range(gates.shape[0]):
+        d = (F.conv2d(xp, gates[i:i + 1]) >= 0).to(x.dtype)
+        out = out + d * F.conv2d(xp, u[i])
+    return out
+
+
+# -- operator ----------------------------------------------------------------------------
+@pytest.mark.parametrize("padding,bias", [("zeros", True), ("circular", False), ("circular", True)])
+def test_operator_matches_reference_and_adjoint(padding, bias):
+    x, _ = _data(c=2, h=7, w=6)
+    gates = random_gates(5, 2, 3, bias=bias, seed=1, dtype=D64)
+    op = PatternConv.from_images(x, gates, c_out=3, padding=padding, bias=bias)
+    u = torch.randn(op.ishape, dtype=D64)
+    ref = _reference_forward(x, gates, u, padding, bias)
+    assert torch.allclose(op(u), ref, rtol=1e-12, atol=1e-12)
+    # adjoint: the filter-gradient correlation of each masked pattern
+    y = torch.randn(op.oshape, dtype=D64)
+    xp = pad_input(x, 3, padding=padding, bias=bias)
+    masks = pattern_masks(xp, gates).to(D64)
+    adj = torch.stack([torch.nn.grad.conv2d_weight(xp, u[i].shape, masks[:, i:i + 1] * y)
+                       for i in range(5)])
+    assert torch.allclose(op.adjoint(y), adj, rtol=1e-12, atol=1e-12)
+    assert dot_test(op) < 1e-12
+    assert dot_test(op, batch=(2, 3), seed=1) < 1e-12
+
+
+def test_operator_equals_patch_matrix_form():
+    x, _ = _data(c=1, h=5, w=5)
+    gates = random_gates(3, 1, 3, seed=2, dtype=D64)
+    op = PatternConv.from_images(x, gates, c_out=2)
+    u = torch.randn(op.ishape, dtype=D64)
+    xm, dm = op.patch_matrix(), op.mask_matrix()
+    pred = sum(dm[:, i:i + 1] * (xm @ u[i].reshape(2, -1).T) for i in range(3))
+    out = op(u).permute(0, 2, 3, 1).reshape(-1, 2)
+    assert torch.allclose(out, pred, rtol=1e-12, atol=1e-12)
+
+
+def test_bias_channel_is_a_true_bias():
+    """The constant channel is constant after padding, also at the borders."""
+    x = torch.zeros(1, 1, 6, 6, dtype=D64)
+    xp = pad_input(x, 5, padding="zeros", bias=True)
+    assert torch.all(xp[:, 1] == 0.2)
+    gates = random_gates(2, 1, 5, seed=0, dtype=D64)
+    op = PatternConv(xp, torch.ones(1, 2, 6, 6, dtype=torch.bool), c_out=1)
+    u = torch.zeros(op.ishape, dtype=D64)
+    u[0, 0, 1] = 1.0  # bias taps of pattern 0: bias = 25 * 0.2 = 5
+    assert torch.allclose(op(u), torch.full((1, 1, 6, 6), 5.0, dtype=D64))
+    assert gates.shape == (2, 2, 5, 5)
+
+
+def test_complex_images_become_channels():
+    z = torch.randn(3, 2, 4, 4, dtype=torch.complex128)
+    ch = complex_to_channels(z)
+    assert ch.shape == (3, 4, 4, 4) and torch.equal(ch[:, 0], z[:, 0].real)
+    assert torch.equal(ch[:, 3], z[:, 1].imag)
+    assert torch.equal(channels_to_complex(ch), z)
+    prog = ConvTwoLayerReLU(z[:, :1], z[:, 1:], beta=1.0, n_patterns=2)
+    assert prog.shape == (2, 2, 3, 3, 3)
+
+
+# -- gated program vs cvxpy ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def solved():
+    """The N=2, 8x8, 3x3 gated program solved by cvxpy (CLARABEL) and by FISTA."""
+    x, y = _data()
+    prog = ConvTwoLayerReLU(x, y, kernel_size=3, n_patterns=8, beta=1.0, seed=0)
+    prog.set_beta(0.1 * prog.beta_max())
+    problem, to_x = prog.to_cvxpy()
+    problem.solve(solver="CLARABEL")
+    res = FISTA(prog, tol=1e-9, max_iter=5000, check_every=10).run()
+    return prog, float(problem.value), to_x(), res
+
+
+def test_fista_reaches_cvxpy_optimum(solved):
+    prog, opt, u_cvx, res = solved
+    assert res.converged
+    assert abs(prog.value(res.x) - opt) <= 1e-4 * opt
+    assert abs(prog.value(u_cvx) - opt) <= 1e-6 * opt
+
+
+def test_certificate_near_zero_at_optimum_large_away(solved):
+    prog, _, u_cvx, res = solved
+    assert prog.certificate(u_cvx) < 1e-6
+    assert prog.certificate(res.x) < 1e-8
+    assert prog.certificate(prog.zeros()) > 0.1
+    assert prog.certificate(res.x + 0.1 * torch.randn(prog.shape, dtype=D64)) > 1e-2
+
+
+def test_pattern_check(solved):
+    prog, _, _, res = solved
+    assert prog.pattern_check(res.x, seed=0) <= 1 + 1e-6  # the same gates: nothing new
+    assert prog.pattern_check(res.x, n_fresh=64, seed=7) > 0
+
+
+def test_warm_start_converges_at_once(solved):
+    prog, _, _, res = solved
+    again = FISTA(prog, tol=1e-8, max_iter=100, check_every=1).run(res.x)
+    assert again.converged and again.state.it <= 1
+
+
+def test_recovered_network_reproduces_optimum(solved):
+    prog, opt, _, res = solved
+    net = prog.recover_network(res.x)
+    x = prog.op.x_padded[:, :2, 1:-1, 1:-1]  # the raw images
+    with torch.no_grad():
+        out = net(x)
+        total = 0.5 * (out - prog.Y).pow(2).sum() + net.penalty(prog.beta)
+    assert torch.allclose(out, prog.predict(res.x), rtol=1e-10, atol=1e-10)
+    assert abs(float(total) - prog.value(res.x)) <= 1e-6 * prog.value(res.x)
+    assert abs(float(total) - opt) <= 1e-4 * opt
+
+
+@pytest.mark.parametrize("padding,bias", [("circular", False), ("circular", True)])
+def test_circular_padding_vs_cvxpy(padding, bias):
+    x, y = _data(co=1, seed=3)
+    prog = ConvTwoLayerReLU(x, y, kernel_size=3, n_patterns=4, beta=1.0, seed=1,
+                            padding=padding, bias=bias)
+    prog.set_beta(0.05 * prog.beta_max())
+    problem, _ = prog.to_cvxpy()
+    problem.solve(solver="CLARABEL")
+    res = FISTA(prog, tol=1e-8, max_iter=5000, check_every=10).run()
+    assert abs(prog.value(res.x) - problem.value) <= 1e-4 * problem.value
+
+
+# -- ReLU (cone) form ---------------------------------------------------------------------
+def test_cone_form_vs_cvxpy():
+    x, y = _data(seed=4)
+    prog = ConvTwoLayerReLUCone(x, y, kernel_size=3, n_patterns=4, beta=1.0, seed=0)
+    prog.set_beta(0.1 * prog.beta_max())
+    problem, to_x = prog.to_cvxpy()
+    problem.solve(solver="CLARABEL")
+    opt = float(problem.value)
+    assert prog.kkt(to_x())["violation"] < 1e-6
+    solver = ConvReLUAugLag(prog, tol=1e-4, max_outer=30, inner_iter=100)
+    res = solver.run()
+    info = prog.kkt(res.x, multipliers=solver.multipliers)
+    assert abs(info["primal"] - opt) <= 2e-3 * opt
+    assert info["violation"] < 1e-4 and info["gap"] < 2e-2
+    assert info["dual"] <= opt * (1 + 1e-9)  # a valid lower bound
+    assert prog.certificate(prog.zeros()) > 0.1
+
+
+# -- bad input ----------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(beta=0.0), "beta"),
+    (dict(beta=-1.0), "beta"),
+    (dict(beta=1.0, n_patterns=0), "n_patterns"),
+    (dict(beta=1.0, kernel_size=4), "kernel_size"),
+    (dict(beta=1.0, padding="reflect"), "padding"),
+])
+def test_bad_options(kwargs, match):
+    x, y = _data()
+    with pytest.raises(InputError, match=match):
+        ConvTwoLayerReLU(x, y, **kwargs)
+
+
+def test_bad_data():
+    x, y = _data()
+    with pytest.raises(InputError, match="Y"):
+        ConvTwoLayerReLU(x, y[:1], beta=1.0)
+    bad = x.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="X"):
+        ConvTwoLayerReLU(bad, y, beta=1.0)
+    with pytest.raises(InputError, match="X"):
+        ConvTwoLayerReLU(x[0], y, beta=1.0)
+    prog = ConvTwoLayerReLU(x, y, beta=1.0, n_patterns=2)
+    with pytest.raises(InputError, match="shape"):
+        prog.value(torch.zeros(3))
+
+
+def test_to_cvxpy_too_large():
+    x, y = _data(h=24, w=24)
+    prog = ConvTwoLayerReLU(x, y, beta=1.0, n_patterns=2)
+    with pytest.raises(InputError, match="CVXPY_MAX_ROWS"):
+        prog.to_cvxpy()
