@@ -36,37 +36,53 @@ BETA_FRAC = 0.05
 N_PATTERNS = 32
 
 
-def data_dir() -> Path:
-    """``problems/data`` when present, else ``/work/shared/data``."""
-    local = ROOT / "problems" / "data"
-    return local if (local / "t1_coronal_slice.npy").exists() else Path("/work/shared/data")
+def data_file(name: str) -> Path:
+    """``problems/data/<name>`` when present, else ``/work/shared/data/<name>``."""
+    local = ROOT / "problems" / "data" / name
+    return local if local.exists() else Path("/work/shared/data") / name
 
 
-def _sources() -> list[np.ndarray]:
-    d = data_dir()
-    t1 = np.load(d / "t1_coronal_slice.npy").astype(np.float64)
-    b0 = np.load(d / "b0_10slices.npz")["volume"][..., 0].astype(np.float64)
-    out = [t1 / np.percentile(t1, 99)]
-    out += [b0[:, :, i] / np.percentile(b0[:, :, i], 99) for i in range(b0.shape[2])]
+def _norm(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float64) / max(float(np.percentile(img, 99)), 1e-12)
+
+
+def _sources(extra: bool) -> list[np.ndarray]:
+    """Real brain magnitude slices: the T1 coronal slice and the 10 b0 slices; with
+    ``extra`` also axial slices of the MNI ICBM152 T1 template."""
+    out = [_norm(np.load(data_file("t1_coronal_slice.npy")))]
+    b0 = np.load(data_file("b0_10slices.npz"))["volume"][..., 0]
+    out += [_norm(b0[:, :, i]) for i in range(b0.shape[2])]
+    if extra:
+        small = data_file("mni_icbm152_t1_2009a_axial24.npz")
+        if small.exists():
+            out += [_norm(s) for s in np.load(small)["slices"]]
+        else:
+            vol = np.load(data_file("mni_icbm152_t1_2009a.npz"))["volume"]
+            out += [_norm(vol[:, :, z]) for z in range(40, 140, 4)]
     return out
+
+
+def _crops(images: list[np.ndarray], size: int) -> list[np.ndarray]:
+    crops = []
+    for img in images:
+        h, w = img.shape
+        for i in np.linspace(0, h - size, max(1, (h - size) // (size // 2) + 1)).astype(int):
+            for j in np.linspace(0, w - size, max(1, (w - size) // (size // 2) + 1)).astype(int):
+                c = img[i:i + size, j:j + size]
+                if c.mean() > 0.15:  # skip mostly-background crops
+                    crops.append(c)
+    return crops
 
 
 def mr_patches(n: int, size: int, *, seed: int = 0) -> torch.Tensor:
     """``n`` complex ``size x size`` brain patches (real magnitude, smooth phase)."""
     rng = np.random.default_rng(seed)
-    crops: list[np.ndarray] = []
-    for img in _sources():
-        h, w = img.shape
-        offs_h = np.linspace(0, h - size, max(1, (h - size) // (size // 2) + 1)).astype(int)
-        offs_w = np.linspace(0, w - size, max(1, (w - size) // (size // 2) + 1)).astype(int)
-        for i in offs_h:
-            for j in offs_w:
-                c = img[i:i + size, j:j + size]
-                if c.mean() > 0.15:  # skip mostly-background crops
-                    crops.append(c)
-    idx = rng.permutation(len(crops))[:n]
-    if len(idx) < n:
+    crops = _crops(_sources(False), size)
+    if len(crops) < n:
+        crops = _crops(_sources(True), size)
+    if len(crops) < n:
         raise RuntimeError(f"only {len(crops)} usable {size}x{size} crops, asked for {n}")
+    idx = rng.permutation(len(crops))[:n]
     yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
     out = []
     for k in idx:
@@ -115,18 +131,20 @@ def gated_case(n: int, size: int, k: int, *, tol: float = 1e-3, max_iter: int = 
                 converged=res.converged, x=res.x, prog=prog)
 
 
-def relu_case(n: int, size: int, k: int, *, time_budget: float, gated_obj: float | None) -> dict:
+def relu_case(n: int, size: int, k: int, *, time_budget: float, inner_iter: int,
+              gated_obj: float | None) -> dict:
     """The cone-constrained ReLU form (per output channel), augmented Lagrangian."""
     X, Y = dealias_task(n, size)
     t0 = time.perf_counter()
     prog = ConvTwoLayerReLUCone(X.float(), Y.float(), kernel_size=k, n_patterns=N_PATTERNS,
                                 beta=1.0, seed=0)
     prog.set_beta(BETA_FRAC * prog.beta_max())
-    solver = ConvReLUAugLag(prog, tol=1e-3, max_outer=60, inner_iter=60, time_budget=time_budget)
+    solver = ConvReLUAugLag(prog, tol=1e-3, max_outer=60, inner_iter=inner_iter,
+                            time_budget=time_budget)
     res = solver.run()
     total = time.perf_counter() - t0
     info = prog.kkt(res.x, multipliers=solver.multipliers)
-    return dict(case=f"relu-{n}x{size} k{k}", seconds=total, iters=res.state.it,
+    return dict(case=f"relu-{n}x{size} k{k}", seconds=total, iters=f"{res.state.it}x{inner_iter}",
                 gap=info["gap"], violation=info["violation"], objective=info["primal"],
                 gated_obj=gated_obj)
 
@@ -139,10 +157,11 @@ def run_conv_cases(*, quick: bool) -> dict:
     rows.append(_row(small))
     large = gated_case(32, 96, 7, max_iter=600 if quick else 2000)
     rows.append(_row(large))
-    r_small = relu_case(16, 64, 5, time_budget=30 if quick else 120, gated_obj=small["objective"])
+    r_small = relu_case(16, 64, 5, time_budget=40 if quick else 90, inner_iter=25,
+                        gated_obj=small["objective"])
     rows.append(_relu_row(r_small))
     if not quick:
-        r_large = relu_case(32, 96, 7, time_budget=240, gated_obj=large["objective"])
+        r_large = relu_case(32, 96, 7, time_budget=180, inner_iter=15, gated_obj=large["objective"])
         rows.append(_relu_row(r_large))
     return dict(conv_seconds=small["seconds"], conv_gap=small["gap"],
                 conv_large_seconds=large["seconds"], conv_large_gap=large["gap"], rows=rows)

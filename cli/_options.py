@@ -24,11 +24,13 @@ __all__ = [
     "parse_slices",
     "parse_method",
     "set_threads",
+    "check_iters",
+    "resolve_slices",
     "check_input_path",
     "check_output_path",
 ]
 
-INPUT_SUFFIXES = (".h5", ".cfl", ".hdr", ".npy")
+INPUT_SUFFIXES = (".h5", ".hdf5", ".cfl", ".hdr", ".npy")
 OUTPUT_SUFFIXES = (".h5", ".npy")
 METHODS = ("l1-wavelet", "sense", "tv", "grappa", "zero-filled")
 
@@ -117,6 +119,13 @@ def parse_method(value: str) -> str:
     if text not in METHODS:
         raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {value!r}")
     return text
+
+
+def check_iters(iters: int | None, option: str = "--iters") -> int | None:
+    """``None`` (the method's default) or an integer >= 1."""
+    if iters is not None and iters < 1:
+        raise InputError(f"{option}: expected an integer >= 1, got {iters}")
+    return iters
 
 
 def set_threads(threads: int | None) -> None:

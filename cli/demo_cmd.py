@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from convexrecon.cli._errors import cli_errors
-from convexrecon.cli._options import parse_device, parse_lam, set_threads
+from convexrecon.cli._options import check_iters, parse_device, parse_lam, set_threads
 from convexrecon.cli._progress import SolveProgress
 from convexrecon.cli.recon_cmd import Scores, score, scores_table
 from convexrecon.errors import InputError
@@ -116,7 +116,7 @@ def run_demo(out_dir: Path, *, iters: int, lam: float | str | None, device: torc
 def demo(
     out_dir: Path = typer.Option(Path("convexrecon-demo"), "--out-dir", "-o",
                                  help="Folder for the figures (created if missing)."),
-    iters: int = typer.Option(100, "--iters", min=1,
+    iters: int = typer.Option(100, "--iters",
                               help="L1-wavelet iterations (CG-SENSE runs at most 50)."),
     lam: Optional[str] = typer.Option(None, "--lam", show_default="0.01",
                                       help="L1-wavelet weight on the scaled problem, or 'auto'."),
@@ -136,6 +136,7 @@ def demo(
     """
     set_threads(threads)
     dev = parse_device(device)
+    check_iters(iters)
     lam_value = parse_lam(lam)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir: expected a folder, got the file {str(out_dir)!r}")

@@ -20,6 +20,7 @@ from convexrecon.cli._errors import cli_errors, reading
 from convexrecon.cli._options import (
     METHODS,
     check_input_path,
+    check_iters,
     check_output_path,
     parse_device,
     parse_lam,
@@ -151,6 +152,17 @@ def reconstruct(method: str, kspace: torch.Tensor, sampling: Any, *, lam: float 
         return fn(kspace, maps, sampling, callback=bar.callback(), **opts)
 
 
+def _full_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:
+    """Expand a 1-D fastMRI mask ``(1, W)`` (or any broadcastable mask) to ``(..., H, W)``."""
+    if mask is None:
+        return None
+    try:
+        return torch.broadcast_to(mask, (*mask.shape[:-2], *size))
+    except RuntimeError:
+        raise InputError(f"mask: expected a mask broadcastable to (slices, {size[0]}, {size[1]}), "
+                         f"got shape {tuple(mask.shape)}") from None
+
+
 def _write_output(path: Path, image: torch.Tensor) -> None:
     from convexrecon.io import write_npy, write_reconstruction
 
@@ -170,7 +182,7 @@ def recon(
     lam: Optional[str] = typer.Option(None, "--lam", show_default="method default",
                                       help="Regularisation weight on the scaled problem (a number > 0) "
                                            "or 'auto' (k-space cross-validation)."),
-    iters: Optional[int] = typer.Option(None, "--iters", min=1, show_default="method default",
+    iters: Optional[int] = typer.Option(None, "--iters", show_default="method default",
                                         help="Iterations (l1-wavelet: 100, sense: 50, tv: 200)."),
     slices: Optional[str] = typer.Option(None, "--slice", show_default="every slice",
                                          help="Slices to reconstruct as one batch: N, A:B or N,M,..."),
@@ -192,6 +204,7 @@ def recon(
     """
     set_threads(threads)
     name = parse_method(method)
+    iters = check_iters(iters)
     lam_value = parse_lam(lam)
     dev = parse_device(device)
     selected = parse_slices(slices)
@@ -207,11 +220,14 @@ def recon(
     with reading(path):
         data = load_kspace(path, slices=selected)
     kspace = data.kspace
-    sampling = data.traj if data.traj is not None else data.mask
-    im_size = None
     if data.traj is not None:
         raise InputError(f"{path}: non-Cartesian k-space needs the image size; reconstruct it "
                          "from Python with convexrecon.recon (im_size=...)")
+    if kspace.ndim != 4:
+        raise InputError(f"kspace: expected 2-D multi-coil k-space (slices, coils, H, W), got "
+                         f"shape {tuple(kspace.shape)} in {str(path)!r}")
+    sampling = _full_mask(data.mask, tuple(kspace.shape[-2:]))
+    im_size = None
     image = reconstruct(name, kspace, sampling, lam=lam_value, iters=iters, device=dev,
                         quiet=quiet, im_size=im_size)
     image = image.detach().cpu()

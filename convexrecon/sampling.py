@@ -310,7 +310,10 @@ def _scale(im_size: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor
 
 def _real(t: torch.Tensor, name: str) -> torch.Tensor:
     if t.is_complex():
-        t = t.real  # BART stores trajectories as complex with zero imaginary part
+        # BART stores trajectories as complex with a zero imaginary part
+        if bool((t.imag != 0).any()):
+            raise InputError(f"{name}: expected real coordinates (zero imaginary part), got complex values")
+        t = t.real
     if not t.is_floating_point():
         t = t.to(torch.get_default_dtype())
     return t

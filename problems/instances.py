@@ -148,14 +148,28 @@ def _radial_problem(traj: torch.Tensor, split: str, n: int, seed: int, dtype, *,
     op = NonCartesianSense(maps, traj, dtype=dtype)
     with torch.no_grad():
         y, std = _add_noise(op(x), None, seed, idx)
+    dcf = ramp_dcf(traj, (size, size))
     return RawProblem(
         operator=op, kspace=y, ground_truth=x, maps=maps, mask=None, traj=traj,
         reference=_SIM_REF.format(src=f"MNI ICBM152 2009a T1 axial, padded to 256, "
                                       f"averaged to {size}x{size}"),
         description=(f"{n_coils}-coil radial k-space ({size}x{size}) simulated from MNI axial slices "
                      f"with birdcage maps and {what}; no density compensation in the operator; "
-                     f"noise {NOISE_REL:.0%} of the RMS of the samples."),
-        noise_std=std, slices=idx)
+                     f"noise {NOISE_REL:.0%} of the RMS of the samples. meta['dcf']: radial ramp "
+                     "weights (used for the data scale)."),
+        noise_std=std, slices=idx, meta={"dcf": dcf}, dcf=dcf)
+
+
+def ramp_dcf(traj: torch.Tensor, im_size: tuple[int, ...]) -> torch.Tensor:
+    """Radial density compensation ``w = |k|`` (the centre sample gets the weight at a
+    quarter of the first sample's radius), normalised like
+    :func:`convexrecon.operators.nufft.pipe_menon_dcf` (``sum(w) = prod(im_size)``, so
+    the point-spread function of ``A^H W A`` peaks at about 1). A cheap stand-in for
+    Pipe-Menon weights, used only for the data scale."""
+    r = torch.linalg.vector_norm(traj.to(torch.float64), dim=0)
+    floor = float(r[r > 0].min()) / 4 if bool((r > 0).any()) else 1.0
+    w = torch.clamp(r, min=floor)
+    return (w * (float(np.prod(im_size)) / float(w.sum()))).to(torch.float32)
 
 
 def _wrap(t: torch.Tensor) -> torch.Tensor:
@@ -204,6 +218,7 @@ def _sos(*, split, n_slices, seed, dtype):
     op = StackOfStars(maps, traj, dtype=dtype)
     with torch.no_grad():
         y, std = _add_noise(op(x), None, seed, (0,))
+    dcf = ramp_dcf(traj, vol.shape[-2:])
     return RawProblem(
         operator=op, kspace=y, ground_truth=x, maps=maps, mask=None, traj=traj,
         reference=("the complex volume used to simulate the data: 8 dipy b=0 axial slices "
@@ -212,7 +227,7 @@ def _sos(*, split, n_slices, seed, dtype):
                      "in-plane) simulated from 8 real diffusion b=0 slices with 3-D birdcage "
                      "maps; 24 golden-angle spokes x 128 samples per partition; noise "
                      f"{NOISE_REL:.0%} of the RMS of the samples."),
-        noise_std=std, slices=tuple(range(1, 9)))
+        noise_std=std, slices=tuple(range(1, 9)), meta={"dcf": dcf}, dcf=dcf)
 
 
 @register("tiny-cartesian", summary="16x16, 3 coils, random 1-D 2x (for exact solvers)",

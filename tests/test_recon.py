@@ -220,3 +220,12 @@ def test_bad_input(sim, call):
     img, maps, mask, ksp = sim
     with pytest.raises(InputError):
         call(ksp, maps, mask)
+
+
+@pytest.mark.slow  # sigpy's ESPIRiT compiles numba kernels on first use (~15 s)
+def test_default_espirit_maps(sim):
+    img, maps, mask, ksp = sim
+    x = recon.l1_wavelet(ksp, None, mask, lam=0.005, max_iter=40)
+    zf = metrics.rss(ksp, kspace=True)
+    # maps are defined up to a phase: compare magnitudes
+    assert metrics.psnr(x.abs(), img.abs()) > metrics.psnr(zf, img.abs()) + 1.5

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import torch
 
-from convexrecon._checks import as_tensor, check_finite, complex_dtype_of, real_dtype_of
+from convexrecon._checks import as_tensor, check_finite, real_dtype_of
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator, prod
 

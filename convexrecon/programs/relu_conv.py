@@ -144,10 +144,10 @@ class ConvTwoLayerReLU(CompositeProgram):
             raise InputError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         X, Y = X.to(dtype), Y.to(dtype=dtype, device=X.device)
         xp = pad_input(X, k, padding=padding, bias=bias)
+        self.gate_bias_scale = float(X.pow(2).mean().sqrt()) or 1.0
         if gates is None:
-            p = int(n_patterns) if isinstance(n_patterns, int) else n_patterns
-            scale = float(X.pow(2).mean().sqrt()) or 1.0
-            gates = random_gates(p, X.shape[1], k, bias=bias, bias_scale=scale, seed=seed,
+            gates = random_gates(n_patterns, X.shape[1], k, bias=bias,
+                                 bias_scale=self.gate_bias_scale, seed=seed,
                                  generator=generator, dtype=dtype, device=X.device)
         else:
             gates = check_finite(gates, "gates").to(device=X.device, dtype=dtype)
@@ -244,9 +244,9 @@ class ConvTwoLayerReLU(CompositeProgram):
         lam = self.dual_point(U)
         n = self.op.n_patterns if n_fresh is None else int(n_fresh)
         xp = self.op.x_padded
-        scale = float(xp[:, : self.n_channels_raw].pow(2).mean().sqrt()) or 1.0
         gates = random_gates(n, self.n_channels_raw, self.kernel_size, bias=self.bias,
-                             bias_scale=scale, seed=seed, dtype=self.dtype, device=xp.device)
+                             bias_scale=self.gate_bias_scale, seed=seed, dtype=self.dtype,
+                             device=xp.device)
         fresh = PatternConv(xp, pattern_masks(xp, gates), c_out=self.op.c_out)
         return self.reg.dual_norm(fresh.adjoint(lam))
 

@@ -49,7 +49,14 @@ class ConvTwoLayerReLUCone(Program):
     are tuples ``(V, W)`` of ``(P, C_out, C + bias, k, k)`` tensors.
     """
 
+    _OPTIONS = ("kernel_size", "n_patterns", "seed", "generator", "padding", "bias", "gates",
+                "dtype", "lipschitz", "power_iters", "power_tol")
+
     def __init__(self, X: Any, Y: Any, *, beta: float, **kwargs: Any) -> None:
+        unknown = sorted(set(kwargs) - set(self._OPTIONS))
+        if unknown:
+            raise InputError(f"ConvTwoLayerReLUCone: unknown options {unknown}; expected some of "
+                             f"{list(self._OPTIONS)}")
         self.gated = ConvTwoLayerReLU(X, Y, beta=beta, **kwargs)
         self.op = self.gated.op
         self.Y = self.gated.Y

@@ -10,7 +10,7 @@ gives for every ``x'``::
     P(x') >= -s^2 ||r||^2 / 2 - s Re<r, y> + s Re<e, x'>,   e = A^H r + D^H p,
 
 for ``s`` in ``[0, 1]``. With ``|Re<e, x*>| <= ||e|| ||x*||`` and ``||x*||`` taken as
-``||x||`` this is a lower bound on the optimum (exact once ``e = 0``, the
+``max(||x||, ||A^H y|| / L)`` this is a lower bound on the optimum (exact once ``e = 0``, the
 stationarity condition); the certificate is ``(P(x) - bound) / P(x)``, with ``s``
 chosen best. Every quantity comes from ``A.N x``, ``A^H y`` and ``||y||^2``.
 Given ``x`` alone, ``p`` is estimated by projected gradient on
@@ -58,6 +58,7 @@ class TVProgram(Program):
         self.shape = self.smooth.shape
         self.dtype = A.dtype
         self.dual_iters = int(dual_iters)
+        self._xscale: float | None = None
 
     def zeros(self) -> torch.Tensor:
         """The zero image (the default starting point)."""
@@ -112,12 +113,19 @@ class TVProgram(Program):
         g = ls.grad_from_normal(xi, nx)
         p = self.tv.project_dual(x[1]) if pair else self.estimate_dual(xi, grad=g, dx=dx)
         e = g + D.adjoint(p)
-        slack = math.sqrt(float(_sumsq(e))) * math.sqrt(float(_sumsq(xi)))
+        slack = math.sqrt(float(_sumsq(e))) * max(math.sqrt(float(_sumsq(xi))), self._scale())
         c = float(_rinner(xi, ls.aty)) - ls.y_norm2 + slack
         primal = f + float(self.tv.norm(dx))
         s = -c / (2.0 * f) if f > 0 else 1.0
         s = min(max(s, 0.0), 1.0)
         return primal, -s * s * f - s * c
+
+    def _scale(self) -> float:
+        """A floor for the unknown ``||x*||``: ``||A^H y|| / L`` (the size of a
+        gradient step from 0), so that the bound does not collapse at ``x = 0``."""
+        if self._xscale is None:
+            self._xscale = math.sqrt(float(_sumsq(self.smooth.aty))) / self.smooth.lipschitz()
+        return self._xscale
 
     def certificate(self, x, *, normal_x: torch.Tensor | None = None,
                     dx: torch.Tensor | None = None) -> float:

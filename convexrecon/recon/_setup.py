@@ -82,14 +82,33 @@ class Scaled:
                       data_scale=self.data_scale, grid=self.grid)
 
 
+def calibration_width(mask: torch.Tensor, *, limit: int = 24) -> int:
+    """Side of the largest centred fully sampled square of ``mask`` (all slices), <= limit."""
+    h, w = mask.shape[-2:]
+    flat = mask.reshape(-1, h, w)
+    best = 0
+    for n in range(1, min(limit, h, w) + 1):
+        top, left = h // 2 - n // 2, w // 2 - n // 2
+        if not bool(flat[:, top:top + n, left:left + n].all()):
+            break
+        best = n
+    return best
+
+
 def default_maps(data: Data, *, device=None) -> torch.Tensor:
-    """ESPIRiT maps (Cartesian) or low-resolution maps (non-Cartesian)."""
+    """ESPIRiT maps (Cartesian) or low-resolution maps (non-Cartesian).
+
+    ESPIRiT calibrates on the largest centred fully sampled square of the mask (at
+    most 24 wide, at least 8).
+    """
     from convexrecon import coils
 
     if data.cartesian:
-        h, w = data.im_size
-        width = min(24, h, w)
-        return coils.espirit(data.kspace, calib_width=width, kernel_width=min(6, width - 1),
+        width = calibration_width(data.mask)
+        if width < 8:
+            raise InputError(f"maps: expected a fully sampled centre of at least 8x8 k-space "
+                             f"samples to estimate ESPIRiT maps, got {width}x{width}; pass maps")
+        return coils.espirit(data.kspace, calib_width=width, kernel_width=min(6, width - 2),
                              device=device).to(data.kspace.dtype)
     return coils.lowres_maps(data.kspace, data.traj, data.im_size, device=device).to(data.kspace.dtype)
 

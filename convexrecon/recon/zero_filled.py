@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import torch
 
+from convexrecon._checks import as_tensor, check_finite
+from convexrecon.errors import InputError
 from convexrecon.operators.fft import ifftc
 from convexrecon.recon._common import combine, parse, parse_maps
 
@@ -47,14 +49,19 @@ def zero_filled(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
     if data.cartesian:
         coil_images = ifftc(data.kspace * data.mask.unsqueeze(-3), (-2, -1))
         return combine(coil_images, m)
-    from convexrecon._checks import as_tensor
-    from convexrecon.operators.nufft import NUFFT, _check_dcf, pipe_menon_dcf
+    from convexrecon.operators.nufft import NUFFT, pipe_menon_dcf
 
     rdt = data.traj.dtype
     if dcf is None:
         w = pipe_menon_dcf(data.traj, data.im_size).to(rdt)
     else:
-        w = _check_dcf(as_tensor(dcf, "dcf"), data.traj.shape[1], rdt, data.kspace.device)
+        w = as_tensor(dcf, "dcf")
+        k = data.traj.shape[1]
+        if w.is_complex() or tuple(w.shape) != (k,):
+            raise InputError(f"dcf: expected real weights of shape ({k},), got {tuple(w.shape)} {w.dtype}")
+        w = check_finite(w.to(device=data.kspace.device, dtype=rdt), "dcf")
+        if bool((w < 0).any()):
+            raise InputError(f"dcf: expected non-negative weights, got minimum {float(w.min()):.3g}")
     op = NUFFT(data.traj, data.im_size, toeplitz=False, dtype=data.kspace.dtype)
     coil_images = op.adjoint(data.kspace * w.to(data.kspace.dtype))
     return combine(coil_images, m)

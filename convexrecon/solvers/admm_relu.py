@@ -120,7 +120,7 @@ class _ADMMBase(Solver[ADMMState]):
 
     def __init__(self, program, *, max_iter: int = 10000, tol: float = 1e-6,
                  check_every: int = 10, rho: float | None = None, alpha: float = 1.6,
-                 adapt_every: int = 20, adapt_factor: float = 3.0,
+                 adapt_every: int = 20, adapt_factor: float = 3.0, balance: float = 1.0,
                  dtype: torch.dtype | None = torch.float64) -> None:
         super().__init__(max_iter=max_iter, tol=tol, check_every=check_every)
         if rho is not None:
@@ -137,6 +137,7 @@ class _ADMMBase(Solver[ADMMState]):
         self.alpha = float(alpha)
         self.adapt_every = int(adapt_every)
         self.adapt_factor = float(adapt_factor)
+        self.balance = check_positive(balance, "balance")
         self._dual0 = None
 
     def run(self, x0: Any = None, callback: Callable[[ADMMState], Any] | None = None, *,
@@ -162,7 +163,7 @@ class _ADMMBase(Solver[ADMMState]):
         more than ``adapt_factor``; scaled duals are rescaled to stay consistent."""
         if not self.adapt_every or state.it % self.adapt_every or s_rel <= 0 or r_rel <= 0:
             return
-        ratio = math.sqrt(r_rel / s_rel)
+        ratio = math.sqrt(self.balance * r_rel / s_rel)
         if ratio > self.adapt_factor or ratio < 1.0 / self.adapt_factor:
             ratio = min(max(ratio, 1e-3), 1e3)
             state.rho *= ratio
