@@ -192,7 +192,8 @@ def coil_compress(kspace: Any, n_virtual: int) -> tuple[torch.Tensor, torch.Tens
     n_virtual = int(n_virtual)
     if not 1 <= n_virtual <= c:
         raise InputError(f"n_virtual: expected an integer in [1, C = {c}], got {n_virtual}")
-    x = ksp.movedim(-3, 0).reshape(c, -1)
+    x = ksp.movedim(-3, 0).reshape(c, -1).to(torch.complex128)
+    x = x / x.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
     cov = x @ x.conj().T
     evals, evecs = torch.linalg.eigh(cov)
     order = torch.argsort(evals, descending=True)[:n_virtual]
@@ -200,7 +201,7 @@ def coil_compress(kspace: Any, n_virtual: int) -> tuple[torch.Tensor, torch.Tens
     # fix the arbitrary phase of each eigenvector: its largest entry is real positive
     peak = vecs.gather(0, vecs.abs().argmax(dim=0, keepdim=True))
     vecs = vecs * (peak.conj() / peak.abs().clamp_min(torch.finfo(peak.real.dtype).tiny))
-    matrix = vecs.conj().T.contiguous()
+    matrix = vecs.conj().T.contiguous().to(ksp.dtype)
     out = torch.einsum("vc,...chw->...vhw", matrix, ksp)
     return out, matrix
 
@@ -306,7 +307,7 @@ def lowres_maps(kspace: Any, traj: Any, im_size: Sequence[int], *, calib_width: 
     kr = torch.linalg.vector_norm(tr * scale, dim=0)
     half = float(calib_width) / 2.0
     taper = torch.where(kr < half, 0.5 + 0.5 * torch.cos(math.pi * kr / half), torch.zeros_like(kr))
-    op = NUFFT(tr, im_size, dtype=ksp.dtype)
+    op = NUFFT(tr, im_size, dtype=ksp.dtype, toeplitz=False)
     coil = op.adjoint(ksp * (w * taper).to(ksp.dtype))
     cdim = -1 - len(im_size)
     r = rss(coil, dim=cdim)

@@ -37,22 +37,40 @@ def _cg(normal, b, iters):
     return x
 
 
-def test_espirit_real_brain_maps_unit_norm():
-    ksp = np.load(data_path("brain_8coil_poisson_ksp.npy"))
-    maps = espirit(ksp, max_iter=30)
-    assert maps.shape == (8, 230, 180) and maps.dtype == torch.complex64
-    power = (maps.abs() ** 2).sum(0)
-    # signal support from the low-resolution calibration image
-    calib = torch.zeros_like(torch.from_numpy(ksp))
-    calib[:, 115 - 12:115 + 12, 90 - 12:90 + 12] = torch.from_numpy(ksp)[:, 103:127, 78:102]
+def _brain_support(ksp: torch.Tensor) -> torch.Tensor:
+    """Signal support from the low-resolution image of the 24x24 calibration square."""
+    h, w = ksp.shape[-2:]
+    calib = torch.zeros_like(ksp)
+    sl = (slice(h // 2 - 12, h // 2 + 12), slice(w // 2 - 12, w // 2 + 12))
+    calib[:, sl[0], sl[1]] = ksp[:, sl[0], sl[1]]
     img = rss(ifftc(calib))
-    inside = img > 0.2 * img.max()
+    return img > 0.2 * img.max()
+
+
+def test_espirit_real_brain_maps_unit_norm():
+    """ESPIRiT on the real brain k-space, cropped to its central 96x96 (low-resolution
+    maps, a quarter of the cost): unit norm over coils inside the head, <= 1 everywhere."""
+    ksp = torch.from_numpy(np.load(data_path("brain_8coil_poisson_ksp.npy")))
+    low = center_crop(ksp, (96, 96))
+    maps = espirit(low, max_iter=30)
+    assert maps.shape == (8, 96, 96) and maps.dtype == torch.complex64
+    power = (maps.abs() ** 2).sum(0)
+    inside = _brain_support(low)
     assert inside.float().mean() > 0.2
     assert torch.allclose(power[inside], torch.ones(()), atol=0.02)
     assert float(power.max()) <= 1.0 + 1e-4
-    # the shipped maps (used by brain-real-8coil) agree with a fresh computation
+
+
+@pytest.mark.slow
+def test_shipped_brain_maps_match_espirit():
+    """The maps shipped for brain-real-8coil agree with a fresh full-size ESPIRiT."""
+    ksp = np.load(data_path("brain_8coil_poisson_ksp.npy"))
+    maps = espirit(ksp)
     shipped = torch.from_numpy(np.load(data_path("brain_8coil_espirit_maps.npy")))
-    assert float((shipped - maps).norm() / shipped.norm()) < 0.02
+    assert float((shipped - maps).norm() / shipped.norm()) < 1e-3
+    power = (maps.abs() ** 2).sum(0)
+    inside = _brain_support(torch.from_numpy(ksp))
+    assert torch.allclose(power[inside], torch.ones(()), atol=0.02)
 
 
 def test_espirit_batch_and_input_errors():
@@ -70,7 +88,7 @@ def test_sense_with_espirit_maps_removes_aliasing():
     """Phantom: ESPIRiT maps from the fully sampled data, 2x equispaced undersampling
     (every other line plus nothing else: pure aliasing), CG-SENSE vs zero-filled."""
     full, _ = coil_compress(_phantom(), 8)
-    maps = espirit(full, calib_width=24, max_iter=30)
+    maps = espirit(full, calib_width=24, max_iter=20)
     truth = (maps.conj() * ifftc(full)).sum(0)
     support = (maps.abs() ** 2).sum(0) > 0.5
     mask = torch.zeros(64, 64, dtype=torch.bool)
@@ -104,7 +122,7 @@ def test_birdcage_normalised_2d_3d():
 def test_coil_compress_keeps_energy():
     k = _phantom()
     full, m32 = coil_compress(k, 32)
-    assert torch.allclose(full.norm(), k.norm(), rtol=1e-4)
+    assert torch.allclose(full.norm(), k.norm(), rtol=1e-3)
     assert torch.allclose(m32 @ m32.conj().T, torch.eye(32, dtype=m32.dtype), atol=1e-5)
     kc, m8 = coil_compress(k, 8)
     assert kc.shape == (8, 64, 64) and m8.shape == (8, 32)

@@ -24,7 +24,7 @@ def make_data(n: int, d: int, *, seed: int = 0, c: int = 1, noise: float = 0.1):
 
 def cvx_solve(prog):
     problem, to_x = prog.to_cvxpy()
-    problem.solve(solver="CLARABEL", tol_gap_abs=1e-10, tol_gap_rel=1e-10, tol_feas=1e-10)
+    problem.solve(solver="CLARABEL", tol_gap_abs=1e-9, tol_gap_rel=1e-9, tol_feas=1e-9)
     return problem, to_x()
 
 

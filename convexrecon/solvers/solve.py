@@ -74,7 +74,7 @@ def _build(cls: type, program: Any, opts: dict) -> Any:
     try:
         return cls(program, **opts)
     except TypeError as exc:
-        raise InputError(f"opts: {exc}") from exc
+        raise InputError(f"opts: unknown option for {cls.__name__} ({exc})") from exc
 
 
 def _solver_class(kind: str, method: str) -> type:
