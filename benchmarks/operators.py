@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
@@ -168,12 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# torch {torch.__version__}, sigpy {sigpy.__version__}, numpy {np.__version__}, "
           f"python {sys.version.split()[0]}")
     print("# rel diff: ours vs sigpy output (radial: different kernels, so ~1e-3..1e-2)")
+    print(f"# load average at start: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     inputs = build_inputs()
     results = {}
     for t in threads:
         rows = run(t, inputs, warmup=warmup, repeats=repeats)
         print_table(t, rows)
         results[t] = rows
+    print(f"\n# load average at end: {os.getloadavg()[0]:.2f}")
     first = results[threads[0]]
     sense_ratio = next(r.ratio for r in first if r.problem.startswith("cartesian") and r.op == "normal")
     nufft_ratio = next(r.ratio for r in first if r.problem.startswith("radial sense") and r.op == "normal")

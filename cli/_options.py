@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from convexrecon.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported lazily: `--help` should not pay for it
+    import torch
 
 __all__ = [
     "INPUT_SUFFIXES",
@@ -37,8 +38,10 @@ METHODS = ("l1-wavelet", "sense", "tv", "grappa", "zero-filled")
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 
 
-def parse_device(value: str) -> torch.device:
+def parse_device(value: str) -> "torch.device":
     """``cpu``, ``cuda`` or ``cuda:N``; CUDA must be available and N must exist."""
+    import torch
+
     text = (value or "").strip().lower()
     if text == "cpu":
         return torch.device("cpu")
@@ -129,12 +132,17 @@ def check_iters(iters: int | None, option: str = "--iters") -> int | None:
 
 
 def set_threads(threads: int | None) -> None:
-    """Set torch's intra-op threads (``None`` keeps torch's default)."""
+    """Limit torch's and OpenBLAS's threads (``None`` keeps the defaults).
+
+    See :mod:`convexrecon.cli._threads` for why BLAS is limited too.
+    """
     if threads is None:
         return
     if threads < 1:
         raise InputError(f"--threads: expected an integer >= 1, got {threads}")
-    torch.set_num_threads(int(threads))
+    from convexrecon.cli._threads import set_all_threads
+
+    set_all_threads(int(threads))
 
 
 def _suffix(path: Path) -> str:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
 import typer
 from rich.console import Console
 
@@ -26,6 +25,9 @@ from convexrecon.cli._options import check_iters, parse_device, parse_lam, set_t
 from convexrecon.cli._progress import SolveProgress
 from convexrecon.cli.recon_cmd import Scores, score, scores_table
 from convexrecon.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["demo", "DEMO_EPILOG", "DEMO_PROBLEMS", "run_demo"]
 
@@ -45,13 +47,15 @@ DEMO_EPILOG = "\n\n".join([
 
 def _residual(problem: Any, image: torch.Tensor) -> float:
     """``||A x - y|| / ||y||`` with the problem's scaled operator (image at raw scale)."""
+    import torch
+
     with torch.no_grad():
         x = image.to(problem.kspace.dtype) * problem.op_scale
         r = problem.operator(x) - problem.kspace
         return float(torch.linalg.vector_norm(r) / torch.linalg.vector_norm(problem.kspace))
 
 
-def run_demo(out_dir: Path, *, iters: int, lam: float | str | None, device: torch.device,
+def run_demo(out_dir: Path, *, iters: int, lam: float | str | None, device: "torch.device",
              quiet: bool, console: Console) -> list[Path]:
     """Reconstruct :data:`DEMO_PROBLEMS`, print the table and write the figures."""
     from convexrecon import problems, viz
@@ -122,7 +126,7 @@ def demo(
                                       help="L1-wavelet weight on the scaled problem, or 'auto'."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, "--threads", show_default="torch default",
-                                          help="CPU threads for torch."),
+                                          help="CPU threads for torch and BLAS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     quick: bool = typer.Option(False, "--quick", hidden=True,
                                help=f"Smoke test: {QUICK_ITERS} iterations."),

@@ -9,9 +9,8 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -30,6 +29,9 @@ from convexrecon.cli._options import (
 )
 from convexrecon.cli._progress import SolveProgress
 from convexrecon.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported lazily: `--help` should not pay for it
+    import torch
 
 __all__ = ["recon", "RECON_EPILOG", "Scores", "score", "scores_table", "reconstruct"]
 
@@ -130,7 +132,7 @@ def reconstruct(method: str, kspace: torch.Tensor, sampling: Any, *, lam: float 
     if method == "zero-filled":
         return api.zero_filled(kspace, maps, sampling, im_size=im_size, device=device)
     if method == "grappa":
-        if sampling is not None and sampling.dtype != torch.bool:
+        if sampling is not None and str(sampling.dtype) != "torch.bool":
             raise InputError("--method grappa: expected Cartesian k-space with 1-D undersampling, "
                              "got a non-Cartesian trajectory")
         return api.grappa(kspace.to(device), mask=None if sampling is None else sampling.to(device),
@@ -156,6 +158,8 @@ def _full_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor
     """Expand a 1-D fastMRI mask ``(1, W)`` (or any broadcastable mask) to ``(..., H, W)``."""
     if mask is None:
         return None
+    import torch
+
     try:
         return torch.broadcast_to(mask, (*mask.shape[:-2], *size))
     except RuntimeError:
@@ -193,7 +197,7 @@ def recon(
     png: Optional[Path] = typer.Option(None, "--png", show_default=False,
                                        help="Write a figure: reconstruction, zero-filled, error map."),
     threads: Optional[int] = typer.Option(None, "--threads", show_default="torch default",
-                                          help="CPU threads for torch (1 is often fastest on a busy machine)."),
+                                          help="CPU threads for torch and BLAS (1 is often fastest on a busy machine)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Reconstruct undersampled multi-coil k-space.

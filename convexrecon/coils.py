@@ -258,7 +258,7 @@ def prewhiten(kspace: Any, noise: Any) -> torch.Tensor:
 
 # -- non-Cartesian low-resolution maps ---------------------------------------------------
 def lowres_maps(kspace: Any, traj: Any, im_size: Sequence[int], *, calib_width: int = 24,
-                dcf: Any = None, thresh: float = 0.05, eps: float = 1e-6,
+                dcf: Any = None, dcf_iters: int = 5, thresh: float = 0.05, eps: float = 1e-6,
                 device: torch.device | str | None = None) -> torch.Tensor:
     """Low-resolution coil maps from non-Cartesian multi-coil k-space.
 
@@ -274,6 +274,8 @@ def lowres_maps(kspace: Any, traj: Any, im_size: Sequence[int], *, calib_width: 
         im_size: image size ``(H, W)`` (or 3-D).
         calib_width: diameter of the central k-space disc in grid units.
         dcf: optional ``(K,)`` density-compensation weights.
+        dcf_iters: Pipe-Menon iterations when ``dcf`` is None (a few suffice for a
+            low-resolution estimate; each costs about two gridding passes).
         thresh: relative RSS threshold of the support mask.
         eps: absolute RSS floor below which a pixel counts as having no signal.
         device: device of the result (default: that of ``kspace``).
@@ -296,7 +298,7 @@ def lowres_maps(kspace: Any, traj: Any, im_size: Sequence[int], *, calib_width: 
     device = ksp.device if device is None else device
     tr = tr.to(ksp.device, torch.float32 if ksp.dtype == torch.complex64 else torch.float64)
     if dcf is None:
-        w = pipe_menon_dcf(tr, im_size)
+        w = pipe_menon_dcf(tr, im_size, iters=int(dcf_iters))
     else:
         w = as_tensor(dcf, "dcf")
         if w.shape != (ksp.shape[-1],):

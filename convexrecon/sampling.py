@@ -8,8 +8,9 @@ Trajectories are ``(ndim, K)`` radians per voxel in ``[-pi, pi)``
 (torchkbnufft's convention); grid units convert by ``k_rad = 2*pi*k_grid/N_d``.
 Row ``d`` of a trajectory pairs with image axis ``-ndim + d``.
 
-Randomness only through ``seed`` (an int, or a ``numpy.random.Generator``); no global
-random state is read or written.
+Randomness only through ``seed``: an int, a ``numpy.random.Generator`` or a
+``torch.Generator`` (one number is drawn from it to seed numpy). No global random
+state is read or written.
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def _accel(accel) -> float:
 def _rng(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
+    if isinstance(seed, torch.Generator):  # draws one number from it
+        return np.random.default_rng(int(torch.randint(2**62, (1,), generator=seed)))
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"seed: expected a non-negative int or numpy Generator, got {seed!r}")
+        raise InputError(f"seed: expected a non-negative int, numpy Generator or torch.Generator, got {seed!r}")
     return np.random.default_rng(int(seed))
 
 

@@ -27,6 +27,16 @@ from convexrecon.operators.wavelet import Wavelet, default_levels
 C128 = torch.complex128
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny FFTs gain nothing from threads, and on a busy shared machine an OpenMP
+    fork per call costs milliseconds (gradcheck makes thousands of calls)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
 

@@ -26,6 +26,7 @@ COILS = 4
 SLICES = 2
 ITERS = "8"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ONE = ("--threads", "1")  # one thread: a busy shared machine stalls multi-threaded BLAS
 
 
 def _phantom() -> torch.Tensor:
@@ -69,6 +70,14 @@ def data_dir(tmp_path_factory) -> Path:
 @pytest.fixture()
 def runner() -> CliRunner:
     return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """``--threads`` sets torch's threads for the (test) process; restore them."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
 
 
 def _ok(result) -> None:
@@ -137,7 +146,7 @@ def test_recon_h5_each_method(runner, data_dir, tmp_path, method):
 def test_recon_npy_in_npy_out_no_reference(runner, data_dir, tmp_path):
     out = tmp_path / "r.npy"
     result = runner.invoke(app, ["recon", str(data_dir / "k.npy"), "--out", str(out),
-                                 "--iters", ITERS, "--lam", "0.005", "-q"])
+                                 "--iters", ITERS, "--lam", "0.005", "-q", *ONE])
     _ok(result)
     rec = np.load(out)
     assert rec.shape == (SLICES, H, W) and np.iscomplexobj(rec)
@@ -147,7 +156,7 @@ def test_recon_npy_in_npy_out_no_reference(runner, data_dir, tmp_path):
 def test_recon_cfl_with_png(runner, data_dir, tmp_path):
     out, png = tmp_path / "r.npy", tmp_path / "r.png"
     result = runner.invoke(app, ["recon", str(data_dir / "k.cfl"), "--method", "sense",
-                                 "--iters", ITERS, "--out", str(out), "--png", str(png), "-q"])
+                                 "--iters", ITERS, "--out", str(out), "--png", str(png), "-q", *ONE])
     _ok(result)
     assert np.load(out).shape == (1, H, W)
     assert png.read_bytes()[:8] == PNG_MAGIC
@@ -156,7 +165,7 @@ def test_recon_cfl_with_png(runner, data_dir, tmp_path):
 def test_recon_slice_selection_and_progress(runner, data_dir, tmp_path):
     out = tmp_path / "r.npy"
     result = runner.invoke(app, ["recon", str(data_dir / "k.h5"), "--slice", "1",
-                                 "--iters", ITERS, "--out", str(out)])
+                                 "--iters", ITERS, "--out", str(out), *ONE])
     _ok(result)
     assert np.load(out).shape == (1, H, W)
     assert "objective" in result.stderr  # the progress bar goes to stderr
@@ -166,7 +175,7 @@ def test_recon_slice_selection_and_progress(runner, data_dir, tmp_path):
 def test_recon_auto_lambda(runner, data_dir, tmp_path):
     out = tmp_path / "r.npy"
     result = runner.invoke(app, ["recon", str(data_dir / "k.npy"), "--slice", "0", "--lam",
-                                 "auto", "--iters", "4", "--out", str(out), "-q"])
+                                 "auto", "--iters", "4", "--out", str(out), "-q", *ONE])
     _ok(result)
     assert np.isfinite(np.load(out)).all()
 

@@ -84,11 +84,28 @@ def test_espirit_batch_and_input_errors():
         espirit(k[0, 0])
 
 
+def _phantom_cc8() -> tuple[torch.Tensor, torch.Tensor]:
+    """The phantom compressed to 8 virtual coils with the shipped matrix, and the
+    shipped ESPIRiT maps of it (checked against a fresh ESPIRiT in the slow test)."""
+    with np.load(data_path("phantom32_cc8_espirit.npz")) as f:
+        matrix, maps = torch.from_numpy(f["matrix"]), torch.from_numpy(f["maps"])
+    return torch.einsum("vc,chw->vhw", matrix, _phantom()), maps
+
+
+@pytest.mark.slow
+def test_shipped_phantom_maps_match_espirit():
+    full, maps = _phantom_cc8()
+    _, matrix = coil_compress(_phantom(), 8)
+    with np.load(data_path("phantom32_cc8_espirit.npz")) as f:
+        assert torch.allclose(matrix, torch.from_numpy(f["matrix"]), atol=1e-5)
+    fresh = espirit(full)
+    assert float((fresh - maps).norm() / maps.norm()) < 1e-3
+
+
 def test_sense_with_espirit_maps_removes_aliasing():
-    """Phantom: ESPIRiT maps from the fully sampled data, 2x equispaced undersampling
-    (every other line plus nothing else: pure aliasing), CG-SENSE vs zero-filled."""
-    full, _ = coil_compress(_phantom(), 8)
-    maps = espirit(full, calib_width=24, max_iter=20)
+    """Phantom: ESPIRiT maps of the fully sampled data, 2x equispaced undersampling
+    (every other line: pure half-FOV aliasing), CG-SENSE vs zero-filled."""
+    full, maps = _phantom_cc8()
     truth = (maps.conj() * ifftc(full)).sum(0)
     support = (maps.abs() ** 2).sum(0) > 0.5
     mask = torch.zeros(64, 64, dtype=torch.bool)
@@ -152,8 +169,9 @@ def test_prewhiten_whitens():
         prewhiten(torch.zeros(4, 8, 8, dtype=torch.complex64), torch.zeros(3, 100))
 
 
-def test_lowres_maps_radial():
-    from convexrecon.operators.noncartesian import NonCartesianSense
+@pytest.mark.parametrize("weights", ["ramp", pytest.param("pipe-menon", marks=pytest.mark.slow)])
+def test_lowres_maps_radial(weights):
+    from convexrecon.operators.nufft import NUFFT
     from convexrecon.sampling import radial
 
     n = 32
@@ -161,8 +179,9 @@ def test_lowres_maps_radial():
     yy, xx = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
     img = ((yy ** 2 + xx ** 2) < (0.4 * n) ** 2).to(torch.complex64)
     traj = radial(48, 2 * n, mode="golden")
-    y = NonCartesianSense(truth, traj)(img)
-    maps = lowres_maps(y, traj, (n, n), calib_width=12)
+    y = NUFFT(traj, (n, n), toeplitz=False)(truth * img)
+    dcf = torch.linalg.vector_norm(traj, dim=0).clamp_min(0.01) if weights == "ramp" else None
+    maps = lowres_maps(y, traj, (n, n), calib_width=12, dcf=dcf)
     assert maps.shape == (4, n, n)
     inner = ((yy ** 2 + xx ** 2) < (0.3 * n) ** 2)
     power = (maps.abs() ** 2).sum(0)

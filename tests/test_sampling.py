@@ -33,6 +33,8 @@ def test_poisson_variable_density_and_seeds():
     assert torch.equal(a, poisson_disc((128, 128), 6, seed=1))
     assert not torch.equal(a, poisson_disc((128, 128), 6, seed=2))
     assert torch.equal(a, poisson_disc((128, 128), 6, seed=np.random.default_rng(1)))
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert torch.equal(random_1d((8, 64), 4, seed=g1), random_1d((8, 64), 4, seed=g2))
     centre = a[40:88, 40:88].float().mean()
     edge = torch.cat([a[:16].flatten(), a[-16:].flatten()]).float().mean()
     assert centre > 2 * edge

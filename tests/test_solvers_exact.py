@@ -122,7 +122,6 @@ def test_batched_equals_per_slice():
     Wt = _wavelet()
     prog = L1WaveletProgram(A, y, LAM, Wt)
     res = FISTA(prog, max_iter=3000, tol=1e-11, check_every=10).run()
-    maps, mask = A._maps, None  # noqa: F841 - the operator is rebuilt per slice below
     total = 0.0
     for b in range(2):
         Ab, yb = _slice_problem(b)
@@ -142,7 +141,7 @@ def test_batched_equals_per_slice():
 def _slice_problem(b):
     maps = birdcage_maps(4, H, W_)
     maps = maps if b == 0 else torch.roll(maps, 1, dims=0)
-    A_all, y_all = _cartesian(batch=(2,))
+    _, y_all = _cartesian(batch=(2,))
     return Sense(maps, cartesian_mask(H, W_, seed=b), dtype=DT), y_all[b]
 
 
@@ -239,8 +238,8 @@ def test_fista_tuple_real_variables_vs_cvxpy():
     import cvxpy as cp
 
     g = torch.Generator().manual_seed(0)
-    M, N = torch.randn(8, 5, 3, generator=g, dtype=torch.float64).reshape(8, 15)[:, :5], \
-        torch.randn(6, 4, generator=g, dtype=torch.float64)
+    M = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    N = torch.randn(6, 4, generator=g, dtype=torch.float64)
     a, b = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64)
     reg = GroupL1(0.5, axis=-1)
     prog = CompositeProgram(_TupleQuadratic(M, a, N, b), reg)

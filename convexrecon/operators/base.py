@@ -177,7 +177,10 @@ def _move(val, device, cdt, rdt):
     if isinstance(val, Operator):
         return val.to(device=device, dtype=cdt)
     if isinstance(val, torch.nn.Module):
-        out = val.to(device=device) if device is not None else val
+        # nn.Module.to works in place: copy first so the original operator is untouched.
+        out = copy.deepcopy(val)
+        if device is not None:
+            out = out.to(device=device)
         return out.to(dtype=cdt) if cdt is not None else out
     if isinstance(val, (list, tuple)) and any(isinstance(v, (Operator, torch.Tensor)) for v in val):
         return type(val)(_move(v, device, cdt, rdt) for v in val)

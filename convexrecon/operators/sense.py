@@ -19,8 +19,6 @@ for even sizes), so:
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 
 from convexrecon._checks import as_tensor, check_finite, complex_dtype_of, real_dtype_of
@@ -41,7 +39,8 @@ class Sense(Operator):
             per-sample maps.
         mask: bool k-space sampling mask broadcastable to ``(*batch, *im)`` (centred
             k-space layout, like ``fftc``); may differ per sample. ``None`` means
-            fully sampled. Numeric 0/1 masks are accepted.
+            fully sampled. Numeric 0/1 masks are accepted. The mask has no coil
+            axis: a ``(B, 1, H, W)`` mask is read as batch dimensions ``(B, 1)``.
         dtype: complex dtype; default the complex type of ``maps``.
         ndim: number of image dimensions, 2 or 3 (needed because ``(B, C, H, W)``
             and ``(C, D, H, W)`` maps have the same rank).

@@ -148,9 +148,13 @@ class _ADMMBase(Solver[ADMMState]):
             res = super().run(x0, callback)
         finally:
             self._dual0 = None
+        res.converged = res.converged and self._feasible(res.state)
         dt = self.user_program.data.X.dtype
         res.x = tuple(t.to(dt) for t in res.x) if isinstance(res.x, tuple) else res.x.to(dt)
         return res
+
+    def _feasible(self, state: ADMMState) -> bool:
+        return True
 
     def _default_rho(self, system: BlockSystem) -> float:
         if self.rho0 is not None:
@@ -238,12 +242,14 @@ class ADMMReLU(_ADMMBase):
     Splits ``u = (V; W) = q`` (group prox) and ``s = (2 D - I) X u >= 0``. Stops
     when the KKT maximum is at most ``tol`` and the relative violation at most
     ``feas_tol``. ``gamma`` weights the constraint split against the consensus
-    split; by default ``1 / ||X||_2^2`` so that both are on the same scale. Other
-    options as :class:`ADMMGated`.
+    split; by default ``1 / ||X||_2^2`` so that both are on the same scale;
+    ``adapt_gamma=True`` also balances it (with a refactorisation; experimental,
+    off by default). Other options as :class:`ADMMGated`.
     """
 
     def __init__(self, program: TwoLayerReLU, *, feas_tol: float = 1e-6,
-                 gamma: float | None = None, **opts: Any) -> None:
+                 gamma: float | None = None, adapt_gamma: bool = False,
+                 **opts: Any) -> None:
         if not isinstance(program, TwoLayerReLU):
             raise InputError(f"program: expected a TwoLayerReLU, got {type(program).__name__}")
         super().__init__(program, **opts)
@@ -252,15 +258,35 @@ class ADMMReLU(_ADMMBase):
         X = data.X
         if gamma is None:
             gamma = 1.0 / max(float(torch.linalg.matrix_norm(X, ord=2)) ** 2, 1e-300)
-        self.gamma = check_positive(gamma, "gamma")
+        self.gamma = self.gamma0 = check_positive(gamma, "gamma")
+        self.adapt_gamma = bool(adapt_gamma)
         P = data.P
         self.E2 = torch.cat([self.program.E, self.program.E], dim=1)  # (n, 2P)
-        Ds = torch.cat([data.Dm, -data.Dm], dim=1)
-        M = torch.eye(data.d, dtype=X.dtype, device=X.device) + self.gamma * (X.T @ X)
-        self.system = BlockSystem(X, Ds, M)
+        self.Ds = torch.cat([data.Dm, -data.Dm], dim=1)
+        self.XtX = X.T @ X
+        self._factor()
         self.ATy = self.system.adjoint(data.Y)
         self.P = P
         self._last_kkt = None
+
+    def _factor(self) -> None:
+        X = self.program.data.X
+        M = torch.eye(X.shape[1], dtype=X.dtype, device=X.device) + self.gamma * self.XtX
+        self.system = BlockSystem(X, self.Ds, M)
+
+    def _adapt_gamma(self, st: ADMMState, r_rel: float, s_rel: float) -> None:
+        """Balance the constraint split separately (every ``10 * adapt_every``
+        iterations, refactoring when ``gamma`` changes by more than 10x)."""
+        if (not self.adapt_gamma or not self.adapt_every or st.it % (10 * self.adapt_every)
+                or r_rel <= 0 or s_rel <= 0):
+            return
+        ratio = math.sqrt(self.balance * r_rel / s_rel)
+        if ratio > 10.0 or ratio < 0.1:
+            ratio = min(max(ratio, 1e-2), 1e2)
+            self.gamma *= ratio
+            st.nu = st.nu / ratio
+            self._factor()
+            st.n_rho_updates += 1
 
     def _G(self, U: torch.Tensor) -> torch.Tensor:
         return self.E2.unsqueeze(-1) * self.program.data.xu(U)
@@ -270,6 +296,9 @@ class ADMMReLU(_ADMMBase):
 
     def init(self, x0: Any = None) -> ADMMState:
         data = self.program.data
+        if self.gamma != self.gamma0:  # a previous run adapted it
+            self.gamma = self.gamma0
+            self._factor()
         if x0 is None:
             q = torch.cat(self.program.zeros(), dim=0)
         else:
@@ -302,14 +331,19 @@ class ADMMReLU(_ADMMBase):
         lam = st.lam + uh - q
         nu = st.nu + gh - s
         nrm = torch.linalg.vector_norm
-        r2 = float(nrm(u - q)) ** 2 + g * float(nrm(Gu - s)) ** 2
-        d2 = float(nrm(q - st.q)) ** 2 + g * float(nrm(self._GT(s - st.s))) ** 2 * g
-        st.primal_residual, st.dual_residual = math.sqrt(r2), rho * math.sqrt(d2)
+        rq, rs = float(nrm(u - q)), math.sqrt(g) * float(nrm(Gu - s))
+        dq = rho * float(nrm(q - st.q))
+        ds = rho * g * float(nrm(self._GT(s - st.s))) / math.sqrt(g)
+        st.primal_residual, st.dual_residual = math.hypot(rq, rs), math.hypot(dq, ds)
         st.u, st.q, st.s, st.lam, st.nu, st.it = u, q, s, lam, nu, st.it + 1
         st.x = self._split(q)
-        scale_p = max(float(nrm(u)), float(nrm(q)), math.sqrt(g) * float(nrm(s)), _tiny(u))
-        scale_d = max(rho * math.sqrt(float(nrm(lam)) ** 2 + g * float(nrm(nu)) ** 2), _tiny(u))
-        self._adapt(st, st.primal_residual / scale_p, st.dual_residual / scale_d)
+        tiny = _tiny(u)
+        sc_q = max(float(nrm(u)), float(nrm(q)), tiny)
+        sc_s = max(math.sqrt(g) * max(float(nrm(Gu)), float(nrm(s))), tiny)
+        dl_q = max(rho * float(nrm(lam)), tiny)
+        dl_s = max(rho * math.sqrt(g) * float(nrm(nu)), tiny)
+        self._adapt(st, math.hypot(rq, rs) / max(sc_q, sc_s), math.hypot(dq, ds) / max(dl_q, dl_s))
+        self._adapt_gamma(st, (rs / sc_s) / max(rq / sc_q, tiny), (ds / dl_s) / max(dq / dl_q, tiny))
         return st
 
     def multipliers(self, st: ADMMState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,6 +363,9 @@ class ADMMReLU(_ADMMBase):
         st.violation = kkt.violation
         self._last_kkt = kkt
         return kkt.max
+
+    def _feasible(self, state: ADMMState) -> bool:
+        return state.violation <= self.feas_tol
 
     def done(self, st: ADMMState) -> bool:
         if st.it >= self.max_iter:
