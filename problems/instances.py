@@ -227,7 +227,7 @@ def _sos(*, split, n_slices, seed, dtype):
                      "in-plane) simulated from 8 real diffusion b=0 slices with 3-D birdcage "
                      "maps; 24 golden-angle spokes x 128 samples per partition; noise "
                      f"{NOISE_REL:.0%} of the RMS of the samples."),
-        noise_std=std, slices=tuple(range(1, 9)), meta={"dcf": dcf}, dcf=dcf)
+        noise_std=std, slices=(0,), meta={"dcf": dcf, "b0_slices": tuple(range(1, 9))}, dcf=dcf)
 
 
 @register("tiny-cartesian", summary="16x16, 3 coils, random 1-D 2x (for exact solvers)",

@@ -110,8 +110,8 @@ def test_minibatch_approaches_optimum(cls):
     p_star = prog.value(ref.x)
     res = MiniBatchProx(prog, batch_size=50, epochs=40, seed=0).run()
     val = prog.value(res.x)
-    assert val <= 1.15 * p_star  # stochastic: approximate by design
+    assert val <= 1.06 * p_star  # stochastic: approximate by design
     assert val < prog.value(prog.zeros())
     assert len(res.history) == 1  # full-data certificate at the end
     if cls is TwoLayerReLU:
-        assert prog.violation(res.x) < 0.05
+        assert prog.violation(res.x) < 0.25  # quadratic penalty: approximately feasible

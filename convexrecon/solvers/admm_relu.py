@@ -120,7 +120,7 @@ class _ADMMBase(Solver[ADMMState]):
 
     def __init__(self, program, *, max_iter: int = 10000, tol: float = 1e-6,
                  check_every: int = 10, rho: float | None = None, alpha: float = 1.6,
-                 adapt_every: int = 20, adapt_factor: float = 3.0, balance: float = 1.0,
+                 adapt_every: int = 20, adapt_factor: float = 3.0, balance: float = 3.0,
                  dtype: torch.dtype | None = torch.float64) -> None:
         super().__init__(max_iter=max_iter, tol=tol, check_every=check_every)
         if rho is not None:
@@ -189,8 +189,11 @@ class ADMMGated(_ADMMBase):
 
     Options (keyword-only): ``max_iter``, ``tol`` (relative duality gap),
     ``check_every``, ``rho`` (initial penalty; default from the spectrum),
-    ``alpha`` (over-relaxation), ``adapt_every``/``adapt_factor`` (residual
-    balancing), ``dtype`` (compute precision, float64 by default).
+    ``alpha`` (over-relaxation), ``adapt_every``/``adapt_factor``/``balance``
+    (residual balancing: every ``adapt_every`` iterations ``rho`` is scaled by
+    ``sqrt(balance * r_rel / s_rel)`` when that is off by more than
+    ``adapt_factor``; ``balance=3`` biases towards a larger ``rho``, which suits
+    the duality-gap stopping rule), ``dtype`` (compute precision, float64 by default).
     """
 
     def __init__(self, program: GatedReLU, **opts: Any) -> None:

@@ -42,15 +42,17 @@ class MiniBatchProx(Solver[MiniBatchState]):
         batch_size: rows per step.
         epochs: passes over the data (``max_iter = epochs * ceil(n / batch_size)``).
         lr: base step, relative to ``1 / L`` of the full least-squares term.
-        beta2: decay of the per-block second moment (``0`` disables adaptivity).
+        beta2: decay of the per-block second moment (Adam-style steps; ``0``, the
+            default, is plain proximal SGD).
         decay: the step is ``lr / (1 + t / (decay * steps_per_epoch))``.
-        penalty: cone-violation penalty weight (ReLU form; default ``L / n``).
+        penalty: cone-violation penalty weight (ReLU form; default ``L / ||X||_2^2``,
+            the largest that keeps the step ``1/L`` stable).
         seed: randomness of the batches.
         tol, check_every: as for every solver; the certificate uses all the data.
     """
 
     def __init__(self, program: GatedReLU | TwoLayerReLU, *, batch_size: int = 256,
-                 epochs: int = 10, lr: float = 1.0, beta2: float = 0.9, decay: float = 1.0,
+                 epochs: int = 10, lr: float = 1.0, beta2: float = 0.0, decay: float = 10.0,
                  penalty: float | None = None, seed: int = 0, tol: float = 0.0,
                  check_every: int = 0) -> None:
         if not isinstance(program, (GatedReLU, TwoLayerReLU)):
@@ -72,7 +74,10 @@ class MiniBatchProx(Solver[MiniBatchState]):
         self.beta2 = float(beta2)
         self.decay = check_positive(decay, "decay")
         self.L = data.lipschitz_ls()
-        self.penalty = self.L / data.n if penalty is None else check_positive(penalty, "penalty")
+        if penalty is None:
+            self.penalty = self.L / float(torch.linalg.matrix_norm(data.X, ord=2)) ** 2
+        else:
+            self.penalty = check_positive(penalty, "penalty")
         self.gen = torch.Generator(device="cpu").manual_seed(int(seed))
         self._perm = torch.empty(0, dtype=torch.long)
         self.prox = prox_group if (self.relu or data.c == 1) else prox_nuclear
