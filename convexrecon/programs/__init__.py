@@ -1,0 +1,20 @@
+"""Programs: *what* is minimised, built on operators.
+
+Terms (:class:`LeastSquares`, :class:`L1`, :class:`GroupL1`, :class:`Nuclear`,
+:class:`WaveletL1`, :class:`TV`, :class:`NonNegative`) compose into programs that
+evaluate themselves, give optimality certificates and export to cvxpy.
+"""
+
+from convexrecon.programs.base import Program
+from convexrecon.programs.composite import CompositeProgram, ProxTerm, SmoothTerm
+from convexrecon.programs.l1 import L1WaveletProgram, RegularizedLeastSquares, TikhonovProgram
+from convexrecon.programs.terms import (
+    L1, TV, GroupL1, LeastSquares, NonNegative, Nuclear, WaveletL1,
+)
+from convexrecon.programs.tv import TVProgram
+
+__all__ = [
+    "Program", "CompositeProgram", "SmoothTerm", "ProxTerm",
+    "LeastSquares", "L1", "GroupL1", "Nuclear", "WaveletL1", "TV", "NonNegative",
+    "RegularizedLeastSquares", "L1WaveletProgram", "TikhonovProgram", "TVProgram",
+]

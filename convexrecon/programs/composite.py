@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from convexrecon.programs.base import Program
-from convexrecon.solvers.tree import tree_map2, tree_norm
+from convexrecon.tree import tree_map2, tree_norm
 
 __all__ = ["SmoothTerm", "ProxTerm", "CompositeProgram"]
 

@@ -30,7 +30,7 @@ from convexrecon.operators.base import Operator, prod
 from convexrecon.operators.linalg import power_method
 from convexrecon.programs._cvx import CvxVector, as_cvx_vector, dense_normals
 from convexrecon.programs.composite import ProxTerm, SmoothTerm
-from convexrecon.solvers.tree import tree_map
+from convexrecon.tree import tree_map
 
 __all__ = [
     "LeastSquares", "L1", "GroupL1", "Nuclear", "WaveletL1", "NonNegative", "TV",

@@ -8,7 +8,7 @@ A solver is *how* a program is minimised; it holds no model state. It exposes
 * ``run(x0=None, callback=None) -> Result``
 
 ``State`` and ``History`` are typed dataclasses. Variables are a tensor or a tuple
-of tensors (a small pytree); :mod:`convexrecon.solvers.tree` maps over them.
+of tensors (a small pytree); :mod:`convexrecon.tree` maps over them.
 
 Subclasses implement ``init``, ``step`` and the ``_objective``/``_certificate``
 hooks; ``done`` and ``run`` are shared.

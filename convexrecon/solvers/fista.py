@@ -28,7 +28,7 @@ from convexrecon.errors import InputError
 from convexrecon.programs.composite import CompositeProgram
 from convexrecon.programs.terms import LeastSquares
 from convexrecon.solvers.base import Solver, State, Variable
-from convexrecon.solvers.tree import tree_inner, tree_map, tree_map2
+from convexrecon.tree import tree_inner, tree_map, tree_map2
 
 __all__ = ["ProxGradState", "ISTA", "FISTA"]
 
