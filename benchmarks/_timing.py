@@ -5,6 +5,8 @@
   returns a one-line description of the set-up for the report.
 - :func:`measure`: the median wall time of ``repeats`` calls after ``warmup``
   calls, with every sample kept (:class:`Timing`).
+- :func:`interleaved`: the same for several competitors, run round-robin so that a
+  change of machine load hits them alike (use it for every ratio);
 - :func:`time_subprocess`: the same for an external command.
 - :func:`table`: a plain-text table (no colour codes), for logs and docs.
 
@@ -22,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["Timing", "configure", "measure", "time_subprocess", "table", "fmt_time"]
+__all__ = ["Timing", "configure", "measure", "interleaved", "time_subprocess", "table", "fmt_time"]
 
 
 @dataclass
@@ -103,6 +105,28 @@ def measure(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1,
         if sync is not None:
             sync()
         out.times.append(time.perf_counter() - t0)
+    return out
+
+
+def interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int = 5, warmup: int = 1,
+                sync: Callable[[], None] | None = None) -> dict[str, Timing]:
+    """Time several functions round-robin: warm-up each, then ``repeats`` rounds of one
+    call each. Returns a :class:`Timing` per name."""
+    if repeats < 1:
+        raise ValueError(f"repeats: expected >= 1, got {repeats}")
+    out = {name: Timing() for name in fns}
+    for _ in range(max(0, warmup)):
+        for name, fn in fns.items():
+            out[name].value = fn()
+            if sync is not None:
+                sync()
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            out[name].value = fn()
+            if sync is not None:
+                sync()
+            out[name].times.append(time.perf_counter() - t0)
     return out
 
 

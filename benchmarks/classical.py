@@ -46,7 +46,6 @@ Ratios are peer time / our time for 100 iterations; ``l1_vs_bart`` uses BART's o
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import shutil
@@ -56,7 +55,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +63,7 @@ import torch
 warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=DeprecationWarning)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _timing import configure, fmt_time, measure, table, time_subprocess  # noqa: E402
+from _timing import configure, fmt_time, interleaved, measure, table, time_subprocess  # noqa: E402
 
 from convexrecon import problems  # noqa: E402
 from convexrecon.io import read_cfl, write_cfl  # noqa: E402
@@ -209,14 +208,14 @@ def l1_cartesian(cfg: Config, threads: int, use_bart: bool) -> dict[str, Any]:
             r.pick()
 
     ours, sp = runs["convexrecon"], runs["sigpy"]
-    t = measure(lambda: ours_l1(op, y, ours.best, levels), repeats=cfg.repeats, warmup=1)
-    ours.time = t.median
-    ours.note = f"{fmt_time(t.median / ITERS)}/it"
+    times = interleaved({"ours": lambda: ours_l1(op, y, ours.best, levels),
+                         "sigpy": lambda: sigpy_l1(yn, mn, sp.best, weights=wn)},
+                        repeats=cfg.repeats, warmup=1)
+    for r, key in ((ours, "ours"), (sp, "sigpy")):
+        r.time = times[key].median
+        r.note = f"{fmt_time(r.time / ITERS)}/it, spread {times[key].spread:.0%}"
     e2e = measure(lambda: recon_l1_wavelet(p.kspace, maps_s, p.mask, lam=ours.best, max_iter=ITERS),
                   repeats=max(1, cfg.repeats - 2), warmup=0)
-    t = measure(lambda: sigpy_l1(yn, mn, sp.best, weights=wn), repeats=cfg.repeats, warmup=1)
-    sp.time = t.median
-    sp.note = f"{fmt_time(t.median / ITERS)}/it"
     bart_rows: list[list[str]] = []
     if bart is not None:
         b = runs["bart"]
@@ -278,8 +277,8 @@ def cg_sense(cfg: Config) -> dict[str, Any]:
         app = SenseRecon(yn, mn, lamda=MU, weights=wn, max_iter=CG_ITERS, tol=0, show_pbar=False)
         return torch.from_numpy(np.asarray(app.run()))
 
-    t_o = measure(ours, repeats=cfg.repeats, warmup=1)
-    t_s = measure(theirs, repeats=cfg.repeats, warmup=1)
+    times = interleaved({"ours": ours, "sigpy": theirs}, repeats=cfg.repeats, warmup=1)
+    t_o, t_s = times["ours"], times["sigpy"]
     rows = []
     for name, t in (("convexrecon", t_o), ("sigpy", t_s)):
         x = t.value.to(y.dtype)
@@ -311,10 +310,10 @@ def radial_l1(cfg: Config) -> dict[str, Any]:
         runs["sigpy"].score(lam, sigpy_l1(yn, mn, lam, coord=coord), ref)
     for r in runs.values():
         r.pick()
-    t_o = measure(lambda: ours_l1(op, p.kspace, runs["convexrecon"].best, levels),
-                  repeats=cfg.repeats, warmup=1)
-    t_s = measure(lambda: sigpy_l1(yn, mn, runs["sigpy"].best, coord=coord),
-                  repeats=cfg.repeats, warmup=1)
+    times = interleaved({"ours": lambda: ours_l1(op, p.kspace, runs["convexrecon"].best, levels),
+                         "sigpy": lambda: sigpy_l1(yn, mn, runs["sigpy"].best, coord=coord)},
+                        repeats=cfg.repeats, warmup=1)
+    t_o, t_s = times["ours"], times["sigpy"]
     rows = []
     for r, t in ((runs["convexrecon"], t_o), (runs["sigpy"], t_s)):
         q = r.quality[r.best]

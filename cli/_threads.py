@@ -47,9 +47,14 @@ def _loaded_openblas() -> list[str]:
 def set_blas_threads(n: int) -> list[str]:
     """Limit every loaded OpenBLAS to ``n`` threads; return the libraries changed.
 
-    Importing numpy first makes sure its OpenBLAS is loaded.
+    numpy and scipy.linalg are imported first so that their OpenBLAS is loaded.
     """
     import numpy  # noqa: F401  (loads numpy's OpenBLAS)
+
+    try:
+        import scipy.linalg  # noqa: F401  (loads scipy's own OpenBLAS)
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        pass
 
     changed: list[str] = []
     for path in _loaded_openblas():

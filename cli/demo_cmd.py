@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -55,22 +55,38 @@ def _residual(problem: Any, image: torch.Tensor) -> float:
         return float(torch.linalg.vector_norm(r) / torch.linalg.vector_norm(problem.kspace))
 
 
+def check_problems(names: list[str]) -> list[str]:
+    """Known problem names, each at most once; InputError names the valid ones."""
+    from convexrecon import problems
+
+    known = problems.names()
+    for name in names:
+        if name not in known:
+            raise InputError(f"--problem: expected one of {', '.join(known)}, got {name!r}")
+    return list(dict.fromkeys(names))
+
+
 def run_demo(out_dir: Path, *, iters: int, lam: float | str | None, device: "torch.device",
-             quiet: bool, console: Console) -> list[Path]:
-    """Reconstruct :data:`DEMO_PROBLEMS`, print the table and write the figures."""
+             quiet: bool, console: Console,
+             names: tuple[str, ...] | list[str] = DEMO_PROBLEMS) -> list[Path]:
+    """Reconstruct the named problems, print the table and write the figures."""
     from convexrecon import problems, viz
     from convexrecon import recon as api
 
     figures: list[Path] = []
     rows: list[tuple[tuple[str, str], Scores | None]] = []
     extra: dict[str, list[str]] = {"residual": [], "time (s)": []}
-    for name in DEMO_PROBLEMS:
+    for name in names:
         t0 = time.perf_counter()
         prob = problems.load(name, device=device)
+        if prob.ground_truth is not None and prob.ground_truth.ndim != 3:
+            raise InputError(f"--problem: expected a 2-D problem, got {name!r} with images "
+                             f"{tuple(prob.ground_truth.shape)}")
         if not quiet:
             console.print(f"[bold]{name}[/bold]: {prob.description} "
                           f"(loaded in {time.perf_counter() - t0:.1f} s)")
-        ksp, maps, mask = prob.kspace, prob.maps, prob.mask
+        ksp, maps = prob.kspace, prob.maps
+        mask = prob.traj if prob.traj is not None else prob.mask
         reference = None
         if prob.ground_truth is not None:
             reference = (prob.ground_truth / prob.op_scale).cpu()
@@ -128,6 +144,9 @@ def demo(
     threads: Optional[int] = typer.Option(None, "--threads", show_default="torch default",
                                           help="CPU threads for torch and BLAS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    names: Optional[List[str]] = typer.Option(None, "--problem", "-p", show_default=", ".join(DEMO_PROBLEMS),
+                                              help="A named 2-D problem to run instead (repeatable); "
+                                                   "see 'convexrecon problems'."),
     quick: bool = typer.Option(False, "--quick", hidden=True,
                                help=f"Smoke test: {QUICK_ITERS} iterations."),
 ) -> None:
@@ -142,9 +161,11 @@ def demo(
     dev = parse_device(device)
     check_iters(iters)
     lam_value = parse_lam(lam)
+    chosen = check_problems(list(names)) if names else list(DEMO_PROBLEMS)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir: expected a folder, got the file {str(out_dir)!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     if quick:
         iters = min(iters, QUICK_ITERS)
-    run_demo(out_dir, iters=iters, lam=lam_value, device=dev, quiet=quiet, console=Console())
+    run_demo(out_dir, iters=iters, lam=lam_value, device=dev, quiet=quiet, console=Console(),
+             names=chosen)

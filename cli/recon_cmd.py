@@ -46,7 +46,8 @@ RECON_EPILOG = "\n\n".join([
     "Coil maps are estimated by ESPIRiT. Each slice is scaled on its own, so one --lam "
     "means the same on every dataset (default 0.01 for l1-wavelet and tv; for sense "
     "--lam is the Tikhonov weight mu, default 0.01).",
-    "Outputs, written atomically: --out .npy holds the complex image (S, H, W); --out .h5 "
+    "Outputs, written atomically: --out .npy holds the image (S, H, W), complex (real for "
+    "grappa and zero-filled, which combine coils by root-sum-of-squares); --out .h5 holds "
     "its magnitude as dataset 'reconstruction' (fastMRI layout), full field of view. "
     "--png draws the reconstruction, the zero-filled image and, with a reference, the "
     "error maps. With a reference, PSNR, SSIM and NMSE of magnitudes (centre-cropped to "
@@ -193,7 +194,7 @@ def recon(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
                                        help="Write the reconstruction: .h5 (fastMRI "
-                                            "'reconstruction', magnitude) or .npy (complex)."),
+                                            "'reconstruction', magnitude) or .npy (the image)."),
     png: Optional[Path] = typer.Option(None, "--png", show_default=False,
                                        help="Write a figure: reconstruction, zero-filled, error map."),
     threads: Optional[int] = typer.Option(None, "--threads", show_default="torch default",

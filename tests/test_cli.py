@@ -297,6 +297,13 @@ def test_demo_quick(runner, tmp_path):
         assert word in result.stdout
 
 
+def test_demo_unknown_problem(runner, tmp_path):
+    out = tmp_path / "demo"
+    line = _one_line_error(runner.invoke(app, ["demo", "--problem", "nope", "--out-dir", str(out)]))
+    assert "--problem" in line and "brain-sim-poisson-4x" in line
+    assert not out.exists()
+
+
 def test_demo_out_dir_is_a_file(runner, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
