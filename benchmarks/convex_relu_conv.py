@@ -37,9 +37,8 @@ N_PATTERNS = 32
 
 
 def data_file(name: str) -> Path:
-    """``problems/data/<name>`` when present, else ``/work/shared/data/<name>``."""
-    local = ROOT / "problems" / "data" / name
-    return local if local.exists() else Path("/work/shared/data") / name
+    """The bundled real data file ``problems/data/<name>``."""
+    return ROOT / "problems" / "data" / name
 
 
 def _norm(img: np.ndarray) -> np.ndarray:

@@ -75,7 +75,7 @@ def reading(path: Path | str) -> Iterator[None]:
         raise
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         raise
-    except (ValueError, EOFError, KeyError, OSError, TypeError) as exc:
+    except (ValueError, EOFError, KeyError, OSError) as exc:
         detail = one_line(str(exc)) or type(exc).__name__
         raise InputError(f"{path}: cannot read the file ({detail})") from exc
 
