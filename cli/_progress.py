@@ -23,12 +23,21 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-__all__ = ["SolveProgress", "stderr_console"]
+__all__ = ["SolveProgress", "stderr_console", "stdout_console"]
 
 
 def stderr_console() -> Console:
     """The console for progress output (stderr, so stdout stays clean)."""
     return Console(stderr=True)
+
+
+def stdout_console() -> Console:
+    """The console for tables: wide enough for them when stdout is not a terminal
+    (rich would otherwise assume 80 columns and truncate the labels)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 120))
+    return console
 
 
 def _objective_of(state: Any) -> float | None:

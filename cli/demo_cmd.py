@@ -22,7 +22,7 @@ from rich.console import Console
 
 from convexrecon.cli._errors import cli_errors
 from convexrecon.cli._options import check_iters, parse_device, parse_lam, set_threads
-from convexrecon.cli._progress import SolveProgress
+from convexrecon.cli._progress import SolveProgress, stdout_console
 from convexrecon.cli.recon_cmd import Scores, score, scores_table
 from convexrecon.errors import InputError
 
@@ -167,5 +167,5 @@ def demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     if quick:
         iters = min(iters, QUICK_ITERS)
-    run_demo(out_dir, iters=iters, lam=lam_value, device=dev, quiet=quiet, console=Console(),
+    run_demo(out_dir, iters=iters, lam=lam_value, device=dev, quiet=quiet, console=stdout_console(),
              names=chosen)

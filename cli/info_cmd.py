@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from convexrecon.cli._errors import cli_errors, reading
 from convexrecon.cli._options import check_input_path
+from convexrecon.cli._progress import stdout_console
 
 __all__ = ["info", "problems", "describe", "INFO_EPILOG"]
 
@@ -113,7 +113,7 @@ def info(
     table.add_column("value")
     for name, value in describe(data, path):
         table.add_row(name, value)
-    Console(width=max(100, Console().width)).print(table)
+    stdout_console().print(table)
 
 
 @cli_errors
@@ -132,4 +132,4 @@ def problems() -> None:
             if text.startswith(f"{name}: "):
                 text = text[len(name) + 2:]
         table.add_row(name, text)
-    Console().print(table)
+    stdout_console().print(table)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from convexrecon.cli._errors import cli_errors, reading
@@ -27,7 +26,7 @@ from convexrecon.cli._options import (
     parse_slices,
     set_threads,
 )
-from convexrecon.cli._progress import SolveProgress
+from convexrecon.cli._progress import SolveProgress, stdout_console
 from convexrecon.errors import InputError
 
 if TYPE_CHECKING:  # torch is imported lazily: `--help` should not pay for it
@@ -243,7 +242,7 @@ def recon(
 
         zero = image if name == "zero-filled" else zero_filled(kspace, None, sampling).cpu()
 
-    console = Console()
+    console = stdout_console()
     n = int(kspace.shape[0])
     console.print(f"[bold]{name}[/bold] on {path.name}: {n} slice{'s' if n != 1 else ''}, "
                   f"k-space {tuple(int(s) for s in kspace.shape)}, image {tuple(image.shape)}")

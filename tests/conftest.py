@@ -14,7 +14,6 @@ torch.set_flush_denormal(True)
 # One thread: on the shared 2-core machines it is steadier (and often faster) than two.
 torch.set_num_threads(1)
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def pytest_collection_modifyitems(config, items):
