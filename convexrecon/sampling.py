@@ -334,6 +334,8 @@ def grid_to_radians(coord, im_size: Sequence[int], *, layout: str = "ours") -> t
       must be zero.
 
     ``ndim = len(im_size)``; row/column ``d`` pairs with image axis ``-ndim + d``.
+    A sample at exactly ``+N_d/2`` (``+pi``) is wrapped to ``-pi``: the same point of
+    the periodic spectrum, inside the NUFFT's ``[-pi, pi)`` range.
     """
     check_choice(layout, ("ours", "sigpy", "bart"), "layout")
     c = _real(as_tensor(coord, "coord"), "coord")
@@ -354,7 +356,9 @@ def grid_to_radians(coord, im_size: Sequence[int], *, layout: str = "ours") -> t
         if nd < 3 and bool((flat[nd:] != 0).any()):
             raise InputError(f"coord: expected zero rows {nd}..2 for a {nd}-D image in layout 'bart'")
         g = flat[:nd]
-    return (g * _scale(size, g.dtype, g.device)[:, None]).contiguous()
+    rad = g * _scale(size, g.dtype, g.device)[:, None]
+    pi = torch.tensor(math.pi, dtype=rad.dtype, device=rad.device)
+    return torch.where(rad >= pi, rad - 2 * pi, rad).contiguous()
 
 
 def radians_to_grid(traj, im_size: Sequence[int], *, layout: str = "ours") -> torch.Tensor:

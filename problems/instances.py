@@ -172,12 +172,6 @@ def ramp_dcf(traj: torch.Tensor, im_size: tuple[int, ...]) -> torch.Tensor:
     return (w * (float(np.prod(im_size)) / float(w.sum()))).to(torch.float32)
 
 
-def _wrap(t: torch.Tensor) -> torch.Tensor:
-    """Map radians to [-pi, pi) (a sample at +pi is the same as at -pi)."""
-    pi = torch.tensor(np.pi, dtype=t.dtype)
-    return torch.where(t >= pi, t - 2 * pi, t).contiguous()
-
-
 def real_radial_traj(size: int = 128) -> torch.Tensor:
     """The real 96-spoke trajectory for a ``size`` grid with the same field of view:
     the samples with ``|k| < size / 2`` grid units of each spoke (all 512 for 256),
@@ -186,7 +180,7 @@ def real_radial_traj(size: int = 128) -> torch.Tensor:
     if size < 256:
         radius = np.linalg.norm(coord[0], axis=-1)  # every spoke samples the same radii
         coord = coord[:, radius < size / 2]
-    return _wrap(grid_to_radians(coord, (size, size), layout="sigpy").to(torch.float32))
+    return grid_to_radians(coord, (size, size), layout="sigpy").to(torch.float32)
 
 
 @register("radial-golden", summary="simulated 8-coil brain, 64 golden-angle spokes, 128x128",

@@ -109,6 +109,9 @@ def parse(kspace: Any, mask_or_traj: Any = None, *, im_size: Sequence[int] | Non
                 f"with k-space {tuple(k.shape)}"
             )
         mask = as_bool_mask(m, "mask_or_traj", device=k.device)
+        if mask.ndim >= 2 and all(a in (1, b) for a, b in zip(mask.shape[-2:], size)):
+            # A 1-D mask stored as (1, W) (fastMRI) broadcasts along the readout.
+            mask = mask.expand(*mask.shape[:-2], *size)
         if mask.ndim < 2 or tuple(mask.shape[-2:]) != size:
             raise InputError(
                 f"mask_or_traj: expected a bool mask (*batch, {size[0]}, {size[1]}) or a "

@@ -97,11 +97,13 @@ class _ProxGradient(Solver[ProxGradState]):
             check(x0, "x0")
         return tree_map(lambda v: v.clone(), x0)
 
-    def _prox(self, z: Variable, step: float) -> tuple[Variable, Any]:
+    def _prox(self, z: Variable, step: float, *, with_value: bool) -> tuple[Variable, Any]:
+        """The prox, and the regulariser's value at its output when ``with_value``
+        (only iterations that are evaluated, or function restarts, need it)."""
         reg = self.program.reg
         if reg is None:
             return z, 0.0
-        if self._prox_value is not None:
+        if with_value and self._prox_value is not None:
             return self._prox_value(z, step)
         return reg.prox(z, step), None
 
@@ -127,7 +129,8 @@ class _ProxGradient(Solver[ProxGradState]):
         else:
             g = self.program.smooth.grad(y)
         z = tree_map2(lambda a, b: a - step * b, y, g)
-        x_new, gv = self._prox(z, step)
+        evaluated = bool(self.check_every) and (state.it + 1) % self.check_every == 0
+        x_new, gv = self._prox(z, step, with_value=evaluated or self.restart == "function")
         nx_new = self._ls.normal(x_new) if self._ls is not None else None
         new = ProxGradState(x=x_new, it=state.it + 1, certificate=state.certificate, y=x_new,
                             t=state.t, step=step, normal_x=nx_new, normal_y=nx_new,
