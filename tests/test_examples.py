@@ -34,3 +34,12 @@ def test_compose_and_verify_matches_cvxpy(capsys):
     text = capsys.readouterr().out
     gap = float(re.search(r"relative objective gap: ([\d.e+-]+)", text).group(1))
     assert gap < 1e-5
+
+
+def test_convex_relu_example(capsys):
+    _load("convex_relu").main(["--n", "80", "--patterns", "10"])
+    text = capsys.readouterr().out
+    gap = float(re.search(r"relative objective gap: ([\d.e+-]+)", text).group(1))
+    net_rel = float(re.search(r"relative to the convex optimum: ([\d.e+-]+)", text).group(1))
+    assert gap < 1e-4
+    assert net_rel < 1e-3

@@ -1,13 +1,17 @@
 """Solvers: *how* a program is minimised, on one protocol
 (``init``/``step``/``done``/``run``), plus the exact cvxpy reference."""
 
+from convexrecon.solvers.admm_relu import ADMMGated, ADMMReLU
 from convexrecon.solvers.base import History, Result, Solver, State
 from convexrecon.solvers.cg import CG
 from convexrecon.solvers.cvxpy_reference import cvxpy_reference
 from convexrecon.solvers.fista import FISTA, ISTA
+from convexrecon.solvers.minibatch import MiniBatchProx
 from convexrecon.solvers.pdhg import PDHG
+from convexrecon.solvers.solve import SolveResult, solve
 
 __all__ = [
     "State", "History", "Result", "Solver",
     "ISTA", "FISTA", "CG", "PDHG", "cvxpy_reference",
+    "ADMMGated", "ADMMReLU", "MiniBatchProx", "solve", "SolveResult",
 ]
