@@ -377,10 +377,15 @@ class GatedReLU(CompositeProgram):
         U = self.data.check_blocks(U, "x")
         return float(self.smooth.value(U) + self.reg.value(U))
 
-    def certificate(self, U: torch.Tensor) -> float:
-        """Relative duality gap ``(P(U) - D(lam)) / P(U)``, dual point scaled residual."""
+    def certificate(self, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> float:
+        """Relative duality gap ``(P(U) - D(lam)) / max(|P|, |D|)``.
+
+        ``lam`` is the best feasible multiple of the residual ``Y - A U`` or of the
+        optional candidate ``dual`` (``(n, c)``); any candidate is scaled into the
+        dual feasible set first, so the gap is always a valid bound.
+        """
         from convexrecon.programs.relu_certificates import gated_gap
-        return gated_gap(self, self.data.check_blocks(U, "x")).relative
+        return gated_gap(self, self.data.check_blocks(U, "x"), dual=dual).relative
 
     def pattern_check(self, U: torch.Tensor, *, n_fresh: int = 1000, seed: int = 12345) -> float:
         """``max ||X^T D lam|| / beta`` over fresh gates (> 1 + tol: more patterns needed)."""

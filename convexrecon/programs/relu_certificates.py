@@ -4,7 +4,8 @@
   ``min 1/2||A U - Y||^2 + beta sum_i ||U_i||`` is
   ``max <lam, Y> - 1/2||lam||^2`` s.t. ``||X^T D_i lam||_* <= beta`` (the dual norm:
   Euclidean for one column, spectral for the nuclear penalty). The dual point is
-  the residual ``Y - A U`` scaled into the feasible set.
+  best feasible multiple of the residual ``Y - A U`` (or of a solver's candidate,
+  such as a least-squares fit of ADMM's block dual).
 * ReLU form: the KKT triple at ``(V, W)`` with multipliers ``mu >= 0`` of the cone
   constraints ``(2 D_i - I) X u >= 0``:
 
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,24 +59,46 @@ def _dual_norms(Z: torch.Tensor, *, per_column: bool) -> torch.Tensor:
     return torch.linalg.matrix_norm(Z, ord=2)
 
 
-def gated_dual_point(prog, U: torch.Tensor) -> torch.Tensor:
-    """``lam = s (Y - A U)`` with ``s`` the largest in ``(0, 1]`` making it feasible."""
-    data = prog.data
-    R = data.Y - data.apply(U)
-    worst = float(_dual_norms(data.adjoint(R), per_column=False).max())
-    s = min(1.0, data.beta / worst) if worst > 0 else 1.0
-    return s * R
+def _scaled(data, w: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The best feasible multiple ``t w`` of a candidate ``w`` and its dual value.
+
+    The feasible set is symmetric and contains 0, so ``|t| <= t_max =
+    beta / max_i ||X^T D_i w||_*``; the dual value ``t <w, Y> - t^2/2 ||w||^2`` is
+    a concave quadratic in ``t``, maximised in closed form over ``[-t_max, t_max]``.
+    """
+    worst = float(_dual_norms(data.adjoint(w), per_column=False).max())
+    a, b = float(torch.sum(w * data.Y)), float(torch.sum(w * w))
+    if b <= 0:
+        return torch.zeros_like(w), 0.0
+    t_max = data.beta / worst if worst > 0 else math.inf
+    t = min(max(a / b, -t_max), t_max)
+    return t * w, t * a - 0.5 * t * t * b
 
 
-def gated_gap(prog, U: torch.Tensor) -> GapResult:
-    """Duality gap of the gated program at ``U``."""
+def gated_dual_point(prog, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> torch.Tensor:
+    """The best feasible dual point among multiples of the residual ``Y - A U``
+    and, when given, of the candidate ``dual`` (``(n, c)``, e.g. from a solver)."""
     data = prog.data
-    lam = gated_dual_point(prog, U)
+    cands = [data.Y - data.apply(U)]
+    if dual is not None:
+        cands.append(dual.reshape(data.Y.shape).to(data.Y))
+    best = max((_scaled(data, w) for w in cands), key=lambda p: p[1])
+    return best[0]
+
+
+def gated_gap(prog, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> GapResult:
+    """Duality gap of the gated program at ``U`` (dual point: :func:`gated_dual_point`).
+
+    Any candidate ``dual`` is first scaled into the dual feasible set, so the
+    gap is a valid bound whatever the candidate.
+    """
+    data = prog.data
+    lam = gated_dual_point(prog, U, dual=dual)
     primal = float(prog.smooth.value(U) + prog.reg.value(U))
-    dual = float(torch.sum(lam * data.Y) - 0.5 * torch.sum(lam ** 2))
-    gap = max(primal - dual, 0.0)
-    denom = max(abs(primal), abs(dual), 1e-300)
-    return GapResult(primal=primal, dual=dual, gap=gap, relative=gap / denom)
+    dual_value = float(torch.sum(lam * data.Y) - 0.5 * torch.sum(lam ** 2))
+    gap = max(primal - dual_value, 0.0)
+    denom = max(abs(primal), abs(dual_value), 1e-300)
+    return GapResult(primal=primal, dual=dual_value, gap=gap, relative=gap / denom)
 
 
 def fresh_ratio(data, lam: torch.Tensor, *, n_fresh: int, seed: int,

@@ -42,7 +42,7 @@ from convexrecon.operators.conv import (PatternConv, _check_images, _check_kerne
 from convexrecon.operators.linalg import power_method
 from convexrecon.programs.composite import CompositeProgram, ProxTerm
 from convexrecon.programs.l1 import gap_from_normal
-from convexrecon.programs.terms import LeastSquares
+from convexrecon.programs.terms import LeastSquares, singular_value_threshold
 
 __all__ = ["ConvTwoLayerReLU", "ConvNuclear", "GatedConvNet", "CVXPY_MAX_ROWS", "CVXPY_MAX_UNKNOWNS"]
 
@@ -69,9 +69,7 @@ class ConvNuclear(ProxTerm):
 
     def prox_with_value(self, u: torch.Tensor, step: float):
         """``(prox(u, step), value(prox(u, step)))`` from one SVD."""
-        lft, s, vh = torch.linalg.svd(self._mats(u), full_matrices=False)
-        s = (s - step * self.beta).clamp_min_(0.0)
-        out = (lft * s.unsqueeze(-2)) @ vh
+        out, s = singular_value_threshold(self._mats(u), step * self.beta)
         return out.reshape(u.shape), self.beta * s.sum()
 
     def prox(self, u: torch.Tensor, step: float) -> torch.Tensor:

@@ -34,7 +34,7 @@ from convexrecon.tree import tree_map
 
 __all__ = [
     "LeastSquares", "L1", "GroupL1", "Nuclear", "WaveletL1", "NonNegative", "TV",
-    "soft_threshold", "group_soft_threshold", "CvxpyTerm",
+    "soft_threshold", "group_soft_threshold", "singular_value_threshold", "CvxpyTerm",
 ]
 
 CvxpyTerm = tuple[Any, list]  # (cvxpy expression or 0.0, list of constraints)
@@ -65,6 +65,17 @@ def group_soft_threshold(x: torch.Tensor, t: float, dims: Sequence[int]) -> torc
     """Shrink the 2-norm of each group (groups run along ``dims``) by ``t``."""
     norm = torch.sqrt(_abs2(x).sum(dim=tuple(dims), keepdim=True)).clamp_min_(_tiny(x))
     return x * (1.0 - t / norm).clamp_min_(0.0)
+
+
+def singular_value_threshold(x: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shrink the singular values of the matrices in the last two dimensions by ``t``.
+
+    Returns ``(out, s)``: the thresholded matrices and their singular values (so the
+    nuclear norm of ``out`` is ``s.sum()`` with no second SVD).
+    """
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    s = (s - t).clamp_min_(0.0)
+    return (u * s.to(u.dtype).unsqueeze(-2)) @ vh, s
 
 
 def _abs2(x: torch.Tensor) -> torch.Tensor:
@@ -317,9 +328,7 @@ class Nuclear(_NormTerm):
         return torch.sum(torch.linalg.svdvals(x))
 
     def _prox1(self, x, t):
-        u, s, vh = torch.linalg.svd(x, full_matrices=False)
-        s = (s - t).clamp_min_(0.0)
-        return (u * s.to(u.dtype).unsqueeze(-2)) @ vh
+        return singular_value_threshold(x, t)[0]
 
     def _dual1(self, v):
         return float(torch.linalg.matrix_norm(v, ord=2).max()) if v.numel() else 0.0
