@@ -211,6 +211,7 @@ class _PatternData:
         g = self.patterns.gates
         new.patterns = Patterns(D=new.D, gates=None if g is None else g.to(dev, dt))
         new._lip = self._lip
+        new._kernel_eig = None
         return new
 
     # sizes
@@ -471,6 +472,17 @@ class TwoLayerReLU(Program):
         """The relative KKT triple; returns a :class:`KKTResidual`."""
         from convexrecon.programs.relu_certificates import relu_kkt
         return relu_kkt(self, self._check(x), multipliers=multipliers)
+
+    def gap(self, x: tuple[torch.Tensor, torch.Tensor], *, multipliers=None,
+            dual: torch.Tensor | None = None):
+        """Relative duality gap at ``x`` (a :class:`GapResult`); multipliers as
+        :meth:`kkt`, ``dual`` an optional ``(n, c)`` candidate for the residual part.
+        Valid with the primal value at ``x``: read it with :meth:`violation`."""
+        from convexrecon.programs.relu_certificates import estimate_multipliers, relu_gap
+        x = self._check(x)
+        if multipliers is None:
+            multipliers = estimate_multipliers(self, x)
+        return relu_gap(self, x, multipliers=multipliers, dual=dual)
 
     def certificate(self, x: tuple[torch.Tensor, torch.Tensor], *, multipliers=None) -> float:
         """``max(violation, stationarity, complementarity)`` of :meth:`kkt`."""

@@ -15,6 +15,12 @@
     maximised over blocks and divided by ``beta``;
   - complementarity: ``sum |mu * slack|`` relative to the objective value.
 
+  The duality gap of the ReLU form is also available (:func:`relu_gap`): its dual
+  is ``max <lam, Y> - 1/2||lam||^2`` over ``lam`` and ``mu >= 0`` subject to
+  ``||X^T (s_j D_j lam + (2 D_j - I) mu_j)|| <= beta`` for every block ``j``
+  (``s_j = +1`` for ``v``, ``-1`` for ``w``); a candidate ``(lam, mu)`` is scaled
+  into that set. With the violation it bounds the relative suboptimality.
+
 * Pattern sufficiency: ``max ||X^T D lam|| / beta`` over freshly sampled patterns.
 """
 
@@ -26,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["GapResult", "KKTResidual", "gated_gap", "gated_dual_point", "fresh_ratio",
-           "relu_kkt", "estimate_multipliers"]
+           "relu_kkt", "relu_gap", "estimate_multipliers"]
 
 
 @dataclass
@@ -75,11 +81,59 @@ def _scaled(data, w: torch.Tensor) -> tuple[torch.Tensor, float]:
     return t * w, t * a - 0.5 * t * t * b
 
 
+KERNEL_LIMIT = 3000
+
+
+def _kernel_pinv(data):
+    """Cached eigendecomposition of the ``n x n`` kernel ``A A^T`` (``None`` if too big)."""
+    cached = getattr(data, "_kernel_eig", None)
+    if cached is None and data.n <= KERNEL_LIMIT:
+        lam, Q = torch.linalg.eigh(data.kernel())
+        cut = 1e-10 * max(float(lam.max()), 1e-300)
+        inv = torch.where(lam > cut, 1.0 / torch.clamp(lam, min=cut), torch.zeros_like(lam))
+        cached = (Q, inv)
+        data._kernel_eig = cached
+    return cached
+
+
+def subgradient_dual(prog, U: torch.Tensor) -> torch.Tensor | None:
+    """Least-squares dual ``w`` with ``A^T w ~ Z``, ``Z`` the subgradient guess at ``U``.
+
+    ``Z_i = beta U_i / ||U_i||_*``-direction for non-zero blocks (``beta`` times the
+    polar factor for several columns) and the residual correlation
+    ``X^T D_i (Y - A U)`` clipped to the ``beta`` ball for zero blocks. At the
+    optimum ``Z = A^T w*``; the error is first order in the primal error without
+    the ``||X||^2`` amplification of the plain residual. ``None`` when ``n`` exceeds
+    :data:`KERNEL_LIMIT`.
+    """
+    data = prog.data
+    eig = _kernel_pinv(data)
+    if eig is None:
+        return None
+    Q, inv = eig
+    G = data.adjoint(data.Y - data.apply(U))
+    gn = _dual_norms(G, per_column=False).reshape(-1, 1, 1)
+    Zoff = G * torch.clamp(data.beta / torch.clamp(gn, min=1e-300), max=1.0)
+    if U.shape[-1] == 1:
+        nrm = torch.linalg.vector_norm(U, dim=1, keepdim=True)
+        Zon = data.beta * U / torch.clamp(nrm, min=1e-300)
+    else:
+        L, _, Vh = torch.linalg.svd(U, full_matrices=False)
+        Zon = data.beta * (L @ Vh)
+        nrm = torch.linalg.matrix_norm(U, ord="fro").reshape(-1, 1, 1)
+    Z = torch.where(nrm > 0, Zon, Zoff)
+    return Q @ ((Q.T @ data.apply(Z)) * inv.unsqueeze(-1))
+
+
 def gated_dual_point(prog, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> torch.Tensor:
-    """The best feasible dual point among multiples of the residual ``Y - A U``
-    and, when given, of the candidate ``dual`` (``(n, c)``, e.g. from a solver)."""
+    """The best feasible dual point among multiples of the residual ``Y - A U``,
+    of :func:`subgradient_dual` and, when given, of the candidate ``dual``
+    (``(n, c)``, e.g. from a solver)."""
     data = prog.data
     cands = [data.Y - data.apply(U)]
+    w = subgradient_dual(prog, U)
+    if w is not None:
+        cands.append(w)
     if dual is not None:
         cands.append(dual.reshape(data.Y.shape).to(data.Y))
     best = max((_scaled(data, w) for w in cands), key=lambda p: p[1])
@@ -203,3 +257,40 @@ def relu_kkt(prog, x, *, multipliers=None, zero_tol: float = 1e-7) -> KKTResidua
         stationarity=float(stat.max()) / data.beta,
         complementarity=float(torch.sum(torch.abs(mu * S))) / max(objective, 1e-300),
     )
+
+
+def relu_gap(prog, x, *, multipliers, dual: torch.Tensor | None = None) -> GapResult:
+    """Duality gap of the ReLU form at ``x = (V, W)`` (see the module docstring).
+
+    The dual candidate is ``(lam, mu)`` with ``lam`` the residual ``Y - A x`` or,
+    when given, ``dual`` (``(n, c)``; the better one is kept) and ``mu`` the
+    non-negative part of ``multipliers`` ``(mu_v, mu_w)``. The pair is scaled by
+    ``t in [0, t_max]`` into the dual feasible set, ``t`` maximising the dual
+    value, so the gap is a valid bound for any candidate. The primal value is
+    taken at ``x`` as is: read it together with the violation.
+    """
+    data = prog.data
+    V, W = x
+    mu = torch.clamp(torch.cat(list(multipliers), dim=1), min=0.0)  # (n, 2P, c)
+    E2 = torch.cat([prog.E, prog.E], dim=1)
+    Ds = torch.cat([data.Dm, -data.Dm], dim=1)
+    R = data.Y - data.apply(V - W)
+    primal = float(0.5 * torch.sum(R ** 2) + data.beta * (
+        torch.linalg.vector_norm(V, dim=1).sum() + torch.linalg.vector_norm(W, dim=1).sum()))
+    cands = [R] if dual is None else [R, dual.reshape(R.shape).to(R)]
+    best = -math.inf
+    n, N, c = mu.shape
+    for lam in cands:
+        Z = Ds.unsqueeze(-1) * lam.unsqueeze(1) + E2.unsqueeze(-1) * mu  # (n, 2P, c)
+        H = (data.X.T @ Z.reshape(n, N * c)).reshape(-1, N, c)
+        worst = float(torch.linalg.vector_norm(H, dim=0).max())
+        a, b = float(torch.sum(lam * data.Y)), float(torch.sum(lam * lam))
+        if b <= 0:
+            best = max(best, 0.0)
+            continue
+        t_max = data.beta / worst if worst > 0 else math.inf
+        t = min(max(a / b, 0.0), t_max)
+        best = max(best, t * a - 0.5 * t * t * b)
+    gap = max(primal - best, 0.0)
+    denom = max(abs(primal), abs(best), 1e-300)
+    return GapResult(primal=primal, dual=best, gap=gap, relative=gap / denom)

@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import torch
 
-from convexrecon._checks import check_positive
+from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import GatedReLU, TwoLayerReLU, prox_group, prox_nuclear
 from convexrecon.solvers.admm_core import Anderson, BlockSystem
@@ -197,8 +197,8 @@ class _ADMMBase(Solver[ADMMState]):
         r_rel, s_rel = st.primal_residual, self._s_rel
         if not self.adapt_every or st.it % self.adapt_every or s_rel <= 0 or r_rel <= 0:
             return
-        ratio = math.sqrt(self.balance * r_rel / s_rel)
-        if self.adapt_factor >= ratio >= 1.0 / self.adapt_factor:
+        ratio = self._target_ratio(st, r_rel, s_rel)
+        if not math.isfinite(ratio) or self.adapt_factor >= ratio >= 1.0 / self.adapt_factor:
             return
         ratio = min(max(ratio, 1e-3), 1e3)
         qp = self._pack_q_state(st)
@@ -210,6 +210,10 @@ class _ADMMBase(Solver[ADMMState]):
         new.n_accelerated = st.n_accelerated
         new.dual_residual = st.dual_residual
         st.__dict__.update(new.__dict__)
+
+    def _target_ratio(self, st: ADMMState, r_rel: float, s_rel: float) -> float:
+        """Residual balancing: ``sqrt(balance * r_rel / s_rel)``."""
+        return math.sqrt(self.balance * r_rel / s_rel)
 
     def objective(self, st: ADMMState) -> float:
         return self.program.value(st.x)
@@ -238,6 +242,12 @@ class ADMMGated(_ADMMBase):
         super().__init__(program, **opts)
         data = self.program.data
         self.system = BlockSystem(data.X, data.Dm)
+        if self.system.woodbury and getattr(data, "_kernel_eig", None) is None:
+            # the certificate's kernel A A^T is the factorised matrix: share it
+            lam = self.system.lam
+            cut = 1e-10 * max(float(lam.max()), 1e-300)
+            inv = torch.where(lam > cut, 1.0 / torch.clamp(lam, min=cut), torch.zeros_like(lam))
+            data._kernel_eig = (self.system.Q, inv)
         self.ATy = self.system.adjoint(data.Y)
         self.shape = data.block_shape
         self.prox = prox_group if data.c == 1 else prox_nuclear
@@ -249,6 +259,32 @@ class ADMMGated(_ADMMBase):
         lam = torch.zeros_like(q) if self._dual0 is None else \
             data.check_blocks(self._dual0, "dual").to(data.X) / rho
         return self._start((q + lam).reshape(-1), rho)
+
+    def _default_rho(self, system: BlockSystem) -> float:
+        """Magnitude balancing ``rho = ||rho lam|| / ||q||`` at a guess: every block
+        dual has norm ``<= beta`` and these programs nearly interpolate, so
+        ``rho0 = beta sqrt(P) / ||u_ls||`` with ``u_ls`` the minimum-norm
+        least-squares solution (from the cached factorisation)."""
+        if self.rho0 is not None:
+            return self.rho0
+        lam = system.eigenvalues
+        cut = 1e-10 * float(lam.max())
+        inv = torch.where(lam > cut, 1.0 / torch.clamp(lam, min=cut), torch.zeros_like(lam))
+        Y = self.program.data.Y
+        if system.woodbury:
+            u_ls = system.adjoint(system.Q @ ((system.QT @ Y) * inv.unsqueeze(-1)))
+        else:
+            r = self.ATy.reshape(-1, Y.shape[1])
+            u_ls = (system.Q @ ((system.QT @ r) * inv.unsqueeze(-1))).reshape(self.shape)
+        nrm = float(torch.linalg.vector_norm(u_ls))
+        if not nrm > 0:
+            return super()._default_rho(system)
+        return self.program.beta * math.sqrt(self.shape[0]) / nrm
+
+    def _target_ratio(self, st: ADMMState, r_rel: float, s_rel: float) -> float:
+        """Magnitude balancing: ``||lam|| / ||q||`` (scaled dual against primal)."""
+        q = float(torch.linalg.vector_norm(st.q))
+        return float(torch.linalg.vector_norm(st.lam)) / q if q > 0 else math.inf
 
     def _eval(self, z: torch.Tensor, rho: float) -> _Eval:
         Z = z.reshape(self.shape)
@@ -287,11 +323,12 @@ class ADMMReLU(_ADMMBase):
     """
 
     def __init__(self, program: TwoLayerReLU, *, feas_tol: float = 1e-6,
-                 gamma: float | None = None, **opts: Any) -> None:
+                 gamma: float | None = None, stop: str = "kkt", **opts: Any) -> None:
         if not isinstance(program, TwoLayerReLU):
             raise InputError(f"program: expected a TwoLayerReLU, got {type(program).__name__}")
         super().__init__(program, **opts)
         self.feas_tol = check_positive(feas_tol, "feas_tol")
+        self.stop = check_choice(stop, ("gap", "kkt"), "stop")
         data = self.program.data
         X = data.X
         if gamma is None:
@@ -372,10 +409,15 @@ class ADMMReLU(_ADMMBase):
         return st.rho * st.lam, st.rho * self.gamma * st.nu
 
     def certificate(self, st: ADMMState) -> float:
-        kkt = self.program.kkt(st.x, multipliers=self.multipliers(st))
-        st.violation = kkt.violation
-        self._last_kkt = kkt
-        return kkt.max
+        mult = self.multipliers(st)
+        if self.stop == "kkt":
+            kkt = self.program.kkt(st.x, multipliers=mult)
+            self._last_kkt = kkt
+            st.violation = kkt.violation
+            return kkt.max
+        st.violation = self.program.violation(st.x)
+        w = self.program.data.Y - self.system.apply(st.u)
+        return self.program.gap(st.x, multipliers=mult, dual=w).relative
 
     def _feasible(self, state: ADMMState) -> bool:
         return state.violation <= self.feas_tol
