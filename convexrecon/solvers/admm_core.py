@@ -50,6 +50,8 @@ class BlockSystem:
         lam, self.Q = torch.linalg.eigh(K)
         self.lam = torch.clamp(lam, min=0.0)
         self.QT = self.Q.T.contiguous()
+        self.Minv = None if M is None else self.Mih @ self.Mih
+        self.XMiT = self.Xt_ if M is None else (X @ self.Minv).T.contiguous()
 
     @property
     def eigenvalues(self) -> torch.Tensor:
@@ -74,19 +76,29 @@ class BlockSystem:
         return (self.Xt_ @ Z).reshape(d, N, c).permute(1, 0, 2)
 
     def _mih(self, U: torch.Tensor) -> torch.Tensor:
-        return U if self.Mih is None else self.Mih @ U
+        return U if self.Mih is None else _left(self.Mih, U)
 
     def solve(self, R: torch.Tensor, rho: float) -> torch.Tensor:
-        """``U = (A^T A + rho (I (x) M))^{-1} R`` for ``R`` of shape ``(N, d, c)``."""
-        Rt = self._mih(R)  # M^{-1/2} R, system in the whitened variable
+        """``U = (A^T A + rho (I (x) M))^{-1} R`` for ``R`` of shape ``(N, d, c)``.
+
+        Woodbury: ``U = (V - M^-1 A^T Q (rho + Lambda)^-1 Q^T A V) / rho`` with
+        ``V = M^-1 R`` and ``A M^-1 A^T = Q Lambda Q^T``.
+        """
         if self.woodbury:
-            Z = self.apply(self._mih(Rt))
-            W = self.Q @ ((self.QT @ Z) / (rho + self.lam).unsqueeze(-1))
-            Ut = (Rt - self._mih(self.adjoint(W))) / rho
-        else:
-            N, d, c = Rt.shape
-            flat = Rt.reshape(N * d, c)
-            Ut = (self.Q @ ((self.QT @ flat) / (rho + self.lam).unsqueeze(-1))).reshape(N, d, c)
+            V = R if self.Minv is None else _left(self.Minv, R)
+            W = self.Q @ ((self.QT @ self.apply(V)) / (rho + self.lam).unsqueeze(-1))
+            n, c = W.shape
+            N = self.Ds.shape[1]
+            if c == 1:
+                AtW = (self.XMiT @ (self.Ds * W)).T.unsqueeze(-1)
+            else:
+                Z = (self.Ds.unsqueeze(-1) * W.unsqueeze(1)).reshape(n, N * c)
+                AtW = (self.XMiT @ Z).reshape(-1, N, c).permute(1, 0, 2)
+            return (V - AtW) / rho
+        Rt = self._mih(R)  # M^{-1/2} R, system in the whitened variable
+        N, d, c = Rt.shape
+        flat = Rt.reshape(N * d, c)
+        Ut = (self.Q @ ((self.QT @ flat) / (rho + self.lam).unsqueeze(-1))).reshape(N, d, c)
         return self._mih(Ut)
 
     def least_squares_dual(self, Z: torch.Tensor, *, rcond: float = 1e-10) -> torch.Tensor:
@@ -106,6 +118,12 @@ class BlockSystem:
         return self.apply(V)
 
 
+def _left(M: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+    """``M @ U_j`` for every block of ``U`` ``(N, d, c)``, as one matmul."""
+    N, d, c = U.shape
+    return (M @ U.permute(1, 0, 2).reshape(d, N * c)).reshape(d, N, c).permute(1, 0, 2)
+
+
 class Anderson:
     """Type-II Anderson acceleration with memory ``m`` on flat vectors.
 
@@ -113,7 +131,9 @@ class Anderson:
     :meth:`push`; :meth:`extrapolate` returns the mixed point
     ``x_k + g_k - (dX + dG) gamma`` with ``gamma`` the (Tikhonov-regularised)
     least-squares fit of ``g_k`` by ``dG``, or ``None`` while the memory is empty.
-    The caller safeguards (accepts the point only if the residual decreases).
+    The differences live in preallocated ring buffers and their Gram matrix is
+    updated one row per push, so a step costs ``O(m N)``. The caller safeguards
+    (accepts the point only if the residual decreases).
     """
 
     def __init__(self, memory: int = 8, *, reg: float = 1e-10) -> None:
@@ -121,41 +141,50 @@ class Anderson:
             raise InputError(f"memory: expected an integer >= 1, got {memory!r}")
         self.m = int(memory)
         self.reg = float(reg)
+        self.dX: torch.Tensor | None = None
+        self.dG: torch.Tensor | None = None
         self.reset()
 
     def reset(self) -> None:
         """Forget the history (after a change of the map, e.g. of ``rho``)."""
-        self.dX: list[torch.Tensor] = []
-        self.dG: list[torch.Tensor] = []
+        self.count = 0
+        self.head = 0
         self.x: torch.Tensor | None = None
         self.g: torch.Tensor | None = None
 
     def push(self, x: torch.Tensor, g: torch.Tensor) -> None:
         """Record the accepted iterate ``x`` and its residual ``g``."""
         if self.x is not None:
-            self.dX.append(x - self.x)
-            self.dG.append(g - self.g)
-            if len(self.dX) > self.m:
-                self.dX.pop(0)
-                self.dG.pop(0)
+            if self.dX is None or self.dX.shape[1] != x.numel() or self.dX.dtype != x.dtype:
+                self.dX = x.new_zeros(self.m, x.numel())
+                self.dG = x.new_zeros(self.m, x.numel())
+                self.H = x.new_zeros(self.m, self.m)
+            k = self.head
+            torch.sub(x, self.x, out=self.dX[k])
+            torch.sub(g, self.g, out=self.dG[k])
+            self.count = min(self.count + 1, self.m)
+            self.head = (k + 1) % self.m
+            row = self.dG[: self.count] @ self.dG[k]
+            self.H[k, : self.count] = row
+            self.H[: self.count, k] = row
         self.x, self.g = x, g
 
     def extrapolate(self) -> torch.Tensor | None:
         """The Anderson point from the stored history, or ``None``."""
-        if not self.dG or self.x is None:
+        if not self.count or self.x is None:
             return None
-        dG = torch.stack(self.dG, dim=1)  # (len, k)
-        H = dG.T @ dG
-        rhs = dG.T @ self.g
+        c = self.count
+        dG, dX = self.dG[:c], self.dX[:c]
+        H = self.H[:c, :c]
+        rhs = dG @ self.g
         scale = float(H.diagonal().max())
         if not scale > 0:
             return None
-        H = H + (self.reg * scale) * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+        H = H + (self.reg * scale) * torch.eye(c, dtype=H.dtype, device=H.device)
         try:
             gamma = torch.linalg.solve(H, rhs)
         except RuntimeError:
             return None
         if not bool(torch.isfinite(gamma).all()):
             return None
-        dX = torch.stack(self.dX, dim=1)
-        return self.x + self.g - (dX + dG) @ gamma
+        return self.x + self.g - gamma @ dX - gamma @ dG
