@@ -153,6 +153,15 @@ def test_recovered_network_reproduces_optimum(solved):
     assert abs(float(total) - opt) <= 1e-4 * opt
 
 
+def test_module_level_recover_network_dispatches(solved):
+    from convexrecon.programs import recover_network
+
+    prog, _, _, res = solved
+    x = prog.op.x_padded[:, :2, 1:-1, 1:-1]
+    with torch.no_grad():
+        assert torch.allclose(recover_network(prog, res.x)(x), prog.recover_network(res.x)(x))
+
+
 @pytest.mark.parametrize("padding,bias", [("circular", False), ("circular", True)])
 def test_circular_padding_vs_cvxpy(padding, bias):
     x, y = _data(co=1, seed=3)

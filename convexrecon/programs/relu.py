@@ -35,6 +35,7 @@ from convexrecon._checks import as_tensor, check_finite, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.base import Program
 from convexrecon.programs.composite import CompositeProgram, ProxTerm, SmoothTerm
+from convexrecon.programs.terms import group_soft_threshold, singular_value_threshold
 
 __all__ = ["Patterns", "sample_patterns", "GatedReLU", "TwoLayerReLU",
            "group_norms", "nuclear_norms", "prox_group", "prox_nuclear"]
@@ -124,18 +125,14 @@ def nuclear_norms(U: torch.Tensor) -> torch.Tensor:
 
 def prox_group(U: torch.Tensor, t: float) -> torch.Tensor:
     """Block soft-thresholding over the ``d`` axis with threshold ``t``."""
-    nrm = group_norms(U).unsqueeze(1)
-    scale = torch.clamp(1.0 - t / torch.clamp(nrm, min=torch.finfo(U.dtype).tiny), min=0.0)
-    return U * scale
+    return group_soft_threshold(U, t, dims=(1,))
 
 
 def prox_nuclear(U: torch.Tensor, t: float) -> torch.Tensor:
     """Singular-value soft-thresholding of each ``(d, c)`` block."""
     if U.shape[-1] == 1:
         return prox_group(U, t)
-    L, S, Vh = torch.linalg.svd(U, full_matrices=False)
-    S = torch.clamp(S - t, min=0.0)
-    return (L * S.unsqueeze(-2)) @ Vh
+    return singular_value_threshold(U, t)[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -80,13 +80,15 @@ def recover_network(program: Any, x: Any, *, tol: float = 0.0) -> TwoLayerNet:
     """The two-layer network encoded by a solution ``x`` of ``program``.
 
     Args:
-        program: a :class:`~convexrecon.programs.relu.TwoLayerReLU` or
-            :class:`~convexrecon.programs.relu.GatedReLU`.
+        program: a :class:`~convexrecon.programs.relu.TwoLayerReLU`,
+            :class:`~convexrecon.programs.relu.GatedReLU`, or a convolutional program
+            (its own ``recover_network`` method is called).
         x: its solution (``(V, W)`` or ``U``).
         tol: drop blocks (or singular values) with norm at most ``tol``.
 
     Returns:
-        A :class:`TwoLayerNet` (ReLU form) or :class:`GatedNet` (gated form).
+        A :class:`TwoLayerNet` (ReLU form), :class:`GatedNet` (gated form), or the
+        convolutional program's network module.
     """
     from convexrecon.programs.relu import GatedReLU, TwoLayerReLU
 
@@ -122,4 +124,8 @@ def recover_network(program: Any, x: Any, *, tol: float = 0.0) -> TwoLayerNet:
                             scalar_output=data.scalar_output)
         return GatedNet(torch.stack(g), torch.stack(f), torch.stack(s),
                         scalar_output=data.scalar_output)
-    raise InputError(f"program: expected a TwoLayerReLU or GatedReLU, got {type(program).__name__}")
+    own = getattr(program, "recover_network", None)
+    if callable(own):  # the convolutional programs recover their own networks
+        return own(x)
+    raise InputError(f"program: expected a TwoLayerReLU, GatedReLU or a program with a "
+                     f"recover_network method, got {type(program).__name__}")
