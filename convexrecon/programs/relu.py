@@ -326,7 +326,23 @@ class _BlockPenalty(ProxTerm):
         return prox_nuclear(U, step * self.beta)
 
 
-class GatedReLU(CompositeProgram):
+class _PatternViews:
+    """Views of the pattern data ``self.data`` shared by both program forms."""
+
+    data: "_PatternData"
+
+    @property
+    def D(self) -> torch.Tensor:
+        """Patterns, bool ``(n, P)``."""
+        return self.data.D
+
+    @property
+    def beta(self) -> float:
+        """The penalty weight."""
+        return self.data.beta
+
+
+class GatedReLU(_PatternViews, CompositeProgram):
     """The convex gated-ReLU program (see the module docstring).
 
     Args:
@@ -352,16 +368,6 @@ class GatedReLU(CompositeProgram):
         new.data = self.data.to(device, dtype)
         new.smooth = _PatternLeastSquares(new.data)
         return new
-
-    # conveniences
-    @property
-    def D(self) -> torch.Tensor:
-        """Patterns, bool ``(n, P)``."""
-        return self.data.D
-
-    @property
-    def beta(self) -> float:
-        return self.data.beta
 
     def zeros(self) -> torch.Tensor:
         """The zero variable ``(P, d, c)``."""
@@ -399,7 +405,7 @@ class GatedReLU(CompositeProgram):
 # --------------------------------------------------------------------------------------
 # Cone-constrained ReLU
 # --------------------------------------------------------------------------------------
-class TwoLayerReLU(Program):
+class TwoLayerReLU(_PatternViews, Program):
     """The convex (cone-constrained) two-layer ReLU program; variables ``(V, W)``.
 
     Arguments as :class:`GatedReLU`. ``certificate(x)`` is the maximum of the
@@ -422,15 +428,6 @@ class TwoLayerReLU(Program):
         new.data = self.data.to(device, dtype)
         new.E = 2.0 * new.data.Dm - 1.0
         return new
-
-    @property
-    def D(self) -> torch.Tensor:
-        """Patterns, bool ``(n, P)``."""
-        return self.data.D
-
-    @property
-    def beta(self) -> float:
-        return self.data.beta
 
     def zeros(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The zero variable ``(V, W)``."""
