@@ -12,8 +12,9 @@ from convexrecon.operators.base import Dense
 from convexrecon.operators.linalg import to_dense
 from convexrecon.programs._cvx import CVXPY_LIMIT, make_variable
 from convexrecon.programs.terms import (
-    TV, GroupL1, L1, LeastSquares, NonNegative, Nuclear, WaveletL1, soft_threshold,
+    GroupL1, L1, LeastSquares, NonNegative, Nuclear, WaveletL1, soft_threshold,
 )
+from convexrecon.programs.tv import TV
 
 cp = pytest.importorskip("cvxpy")
 

@@ -11,13 +11,13 @@ from convexrecon.programs.base import Program
 from convexrecon.programs.composite import CompositeProgram, ProxTerm, SmoothTerm
 from convexrecon.programs.l1 import L1WaveletProgram, RegularizedLeastSquares, TikhonovProgram
 from convexrecon.programs.terms import (
-    L1, TV, GroupL1, LeastSquares, NonNegative, Nuclear, WaveletL1,
+    L1, GroupL1, LeastSquares, NonNegative, Nuclear, WaveletL1,
 )
 from convexrecon.programs.relu import GatedReLU, Patterns, TwoLayerReLU, sample_patterns
 from convexrecon.programs.relu_conv import ConvTwoLayerReLU, GatedConvNet
 from convexrecon.programs.relu_conv_cone import ConvTwoLayerReLUCone
 from convexrecon.programs.relu_recover import GatedNet, TwoLayerNet, network_objective, recover_network
-from convexrecon.programs.tv import TVProgram
+from convexrecon.programs.tv import TV, TVProgram
 
 __all__ = [
     "Program", "CompositeProgram", "SmoothTerm", "ProxTerm",

@@ -33,7 +33,7 @@ from convexrecon.programs.composite import ProxTerm, SmoothTerm
 from convexrecon.tree import tree_map
 
 __all__ = [
-    "LeastSquares", "L1", "GroupL1", "Nuclear", "WaveletL1", "NonNegative", "TV",
+    "LeastSquares", "L1", "GroupL1", "Nuclear", "WaveletL1", "NonNegative",
     "soft_threshold", "group_soft_threshold", "singular_value_threshold", "CvxpyTerm",
 ]
 
@@ -432,70 +432,3 @@ class NonNegative(ProxTerm):
 
 
 # -- TV: used through its conjugate -------------------------------------------------
-class TV:
-    """``lam * ||D x||_{2,1}`` with ``D`` a finite-difference operator of output shape
-    ``(ndim, *ishape)``.
-
-    Isotropic: the 2-norm over the ``ndim`` direction axis per pixel (the modulus
-    of complex entries included); anisotropic: the sum of moduli. Not prox-friendly:
-    PDHG uses :meth:`project_dual`, the prox of the conjugate of ``lam ||.||_{2,1}``.
-
-    Args:
-        lam: weight.
-        op: the finite-difference operator ``D``
-            (``convexrecon.operators.finite_diff.FiniteDifference``).
-        isotropic: isotropic (default) or anisotropic TV.
-    """
-
-    def __init__(self, lam: float, *, op: Operator, isotropic: bool = True) -> None:
-        self.lam = check_positive(lam, "lam", strict=False)
-        if not isinstance(op, Operator):
-            raise InputError(f"op: expected a finite-difference Operator, got {type(op).__name__}")
-        if len(op.oshape) != len(op.ishape) + 1 or op.oshape[1:] != op.ishape:
-            raise InputError(f"op: expected oshape (ndim, *ishape) with ishape {op.ishape}, got {op.oshape}")
-        self.D = op
-        self.isotropic = bool(isotropic)
-        self._dnorm2: float | None = None
-        self._gdim = -len(op.ishape) - 1
-
-    def pixel_norms(self, z: torch.Tensor) -> torch.Tensor:
-        """Per-group norms of ``z = D x`` (isotropic: over the direction axis)."""
-        return torch.sqrt(_abs2(z).sum(dim=self._gdim)) if self.isotropic else z.abs()
-
-    def norm(self, z: torch.Tensor) -> torch.Tensor:
-        """``lam * ||z||_{2,1}`` of gradients ``z``."""
-        return self.lam * torch.sum(self.pixel_norms(z))
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.D.forward(x))
-
-    def project_dual(self, p: torch.Tensor) -> torch.Tensor:
-        """Projection onto ``{p : ||p||_{2,inf} <= lam}`` (the prox of the conjugate,
-        for any step)."""
-        nrm = self.pixel_norms(p)
-        if self.isotropic:
-            nrm = nrm.unsqueeze(self._gdim)
-        return p / (nrm / max(self.lam, 1e-300)).clamp_min_(1.0)
-
-    def op_norm2(self) -> float:
-        """``||D||^2`` by the power method (cached, with a 1% margin)."""
-        if self._dnorm2 is None:
-            self._dnorm2 = 1.01 * power_method(self.D.N, iters=200, tol=1e-8)
-        return self._dnorm2
-
-    def to_cvxpy(self, expr, shape) -> CvxpyTerm:
-        import cvxpy as cp
-
-        from convexrecon.operators.linalg import to_dense
-
-        dd = to_dense(self.D).cpu().numpy()
-        n = prod(self.D.ishape)
-        nd = self.D.oshape[0]
-        dv = as_cvx_vector(expr).apply(dd)  # per slice: direction-major blocks of n
-        nb = dv.size // (nd * n)
-        base = (np.arange(nb) * nd * n)[:, None] + np.arange(n)[None, :]
-        parts = [dv.take((base + d * n).reshape(-1)) for d in range(nd)]
-        if self.isotropic:
-            comps = [c for p in parts for c in (p.re, p.im) if c is not None]
-            return self.lam * cp.sum(cp.norm(cp.vstack(comps), 2, axis=0)), []
-        return self.lam * sum(cp.sum(p.modulus()) for p in parts), []

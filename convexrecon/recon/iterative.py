@@ -57,6 +57,21 @@ def _lam(value: Any, name: str) -> float:
     return check_positive(value, name, strict=False)
 
 
+def _lam_or_auto(lam: Any) -> float | str:
+    """A validated weight, or ``"auto"`` unchanged."""
+    return lam if lam == "auto" else _lam(lam, "lam")
+
+
+def _resolve(lam: float | str, scaled, method: str, *, max_iter: int, seed: int,
+             opts: dict | None = None) -> float:
+    """``lam``, or the k-space cross-validated choice when it is ``"auto"``."""
+    if lam != "auto":
+        return lam
+    from convexrecon.recon.lam import choose_on
+
+    return choose_on(scaled, method, max_iter=max_iter, seed=seed, opts=opts).lam
+
+
 def _finish(scaled, x: torch.Tensor) -> torch.Tensor:
     return scaled.unscale(x)
 
@@ -92,16 +107,12 @@ def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
     """
     max_iter = check_iters(max_iter)
     tol = check_positive(tol, "tol", strict=False)
-    if lam != "auto":
-        lam = _lam(lam, "lam")
+    lam = _lam_or_auto(lam)
     scaled = prepare(kspace, maps, mask_or_traj, im_size=im_size, device=device,
                      multiple=lambda size: 2 ** wavelet_levels(size, wavelet, levels))
     nlev = wavelet_levels(scaled.data.im_size, wavelet, levels)
     opts = {"wavelet": wavelet, "levels": nlev}
-    if lam == "auto":
-        from convexrecon.recon.lam import choose_on
-
-        lam = choose_on(scaled, "l1_wavelet", max_iter=max_iter, seed=seed, opts=opts).lam
+    lam = _resolve(lam, scaled, "l1_wavelet", max_iter=max_iter, seed=seed, opts=opts)
     x = solve("l1_wavelet", scaled.op, scaled.y, lam, max_iter=max_iter, tol=tol,
               callback=callback, check_every=10 if tol > 0 else 0, **opts)
     return _finish(scaled, x)
@@ -151,13 +162,9 @@ def tv(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
     """
     max_iter = check_iters(max_iter)
     tol = check_positive(tol, "tol", strict=False)
-    if lam != "auto":
-        lam = _lam(lam, "lam")
+    lam = _lam_or_auto(lam)
     scaled = prepare(kspace, maps, mask_or_traj, im_size=im_size, device=device)
-    if lam == "auto":
-        from convexrecon.recon.lam import choose_on
-
-        lam = choose_on(scaled, "tv", max_iter=max_iter, seed=seed).lam
+    lam = _resolve(lam, scaled, "tv", max_iter=max_iter, seed=seed)
     x = solve("tv", scaled.op, scaled.y, lam, max_iter=max_iter, tol=tol, callback=callback,
               check_every=10 if tol > 0 else 0)
     return _finish(scaled, x)
