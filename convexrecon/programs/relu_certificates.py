@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GapResult", "KKTResidual", "gated_gap", "gated_dual_point", "fresh_ratio",
+__all__ = ["GapResult", "KKTResidual", "gated_gap", "gated_dual_point", "scaled_dual", "fresh_ratio",
            "relu_kkt", "relu_gap", "estimate_multipliers"]
 
 
@@ -65,20 +65,33 @@ def _dual_norms(Z: torch.Tensor, *, per_column: bool) -> torch.Tensor:
     return torch.linalg.matrix_norm(Z, ord=2)
 
 
-def _scaled(data, w: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The best feasible multiple ``t w`` of a candidate ``w`` and its dual value.
+def _scale(data, w: torch.Tensor, Atw: torch.Tensor) -> tuple[float, float]:
+    """The best feasible multiple ``t w`` of a candidate ``w`` (with ``Atw = A^T w``):
+    ``(t, dual value)``.
 
     The feasible set is symmetric and contains 0, so ``|t| <= t_max =
     beta / max_i ||X^T D_i w||_*``; the dual value ``t <w, Y> - t^2/2 ||w||^2`` is
     a concave quadratic in ``t``, maximised in closed form over ``[-t_max, t_max]``.
     """
-    worst = float(_dual_norms(data.adjoint(w), per_column=False).max())
+    worst = float(_dual_norms(Atw, per_column=False).max())
     a, b = float(torch.sum(w * data.Y)), float(torch.sum(w * w))
     if b <= 0:
-        return torch.zeros_like(w), 0.0
+        return 0.0, 0.0
     t_max = data.beta / worst if worst > 0 else math.inf
     t = min(max(a / b, -t_max), t_max)
-    return t * w, t * a - 0.5 * t * t * b
+    return t, t * a - 0.5 * t * t * b
+
+
+def scaled_dual(data, w: torch.Tensor, Atw: torch.Tensor) -> float:
+    """Dual value of the gated program at the best feasible multiple of ``w``
+    (``(n, c)``), given ``Atw = A^T w`` (``(P, d, c)``): a lower bound on the optimum."""
+    return _scale(data, w, Atw)[1]
+
+
+def _scaled(data, w: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """``(t w, dual value)`` of :func:`_scale`."""
+    t, value = _scale(data, w, data.adjoint(w))
+    return t * w, value
 
 
 KERNEL_LIMIT = 3000

@@ -1,15 +1,16 @@
 """Building blocks of the ADMM solvers of the convex two-layer programs.
 
 * :class:`BlockSystem`: the factorised ``u``-step ``(A^T A + rho (I (x) M)) u = r``
-  for block variables, with ``A u = sum_j s_j D_j X u_j``; one eigendecomposition
-  serves every ``rho``. It also gives least-squares dual points ``w`` with
-  ``A^T w ~ Z`` (the dual certificate of the gated form).
+  for block variables, with ``A u = sum_j s_j D_j X u_j``: a Cholesky factor of
+  the ``n x n`` Woodbury kernel (or the primal Gram), cached per ``rho``.
 * :class:`Anderson`: safeguarded type-II Anderson acceleration of a fixed-point
   map on a flat vector (the Douglas-Rachford variable of ADMM).
 """
 
 from __future__ import annotations
 
+
+import numpy as np
 import torch
 
 from convexrecon.errors import InputError
@@ -20,9 +21,10 @@ __all__ = ["BlockSystem", "Anderson"]
 class BlockSystem:
     """Factorised solver of ``(A^T A + rho (I (x) M)) U = R`` for blocks ``(N, d, c)``.
 
-    The eigendecomposition is of the ``n x n`` matrix ``A (I (x) M^-1) A^T =
-    (X M^-1 X^T) * (Ds Ds^T)`` (Woodbury) when ``n <= N d``, else of the primal
-    ``N d x N d`` matrix.
+    The factorised matrix is the ``n x n`` kernel ``K = A (I (x) M^-1) A^T =
+    (X M^-1 X^T) * (Ds Ds^T)`` (Woodbury) when ``n <= N d``, else the primal
+    ``N d x N d`` Gram. ``K + rho I`` is Cholesky-factored once per ``rho`` (the
+    last factor is cached), and solves are two triangular solves.
 
     Args:
         X: data ``(n, d)``.
@@ -43,20 +45,36 @@ class BlockSystem:
         self.woodbury = n <= N * d
         Xw = X if self.Mih is None else X @ self.Mih
         if self.woodbury:
-            K = (Xw @ Xw.T) * (Ds @ Ds.T)
+            self.K = (Xw @ Xw.T).mul_(Ds @ Ds.T)
         else:
             Amat = (Ds.unsqueeze(-1) * Xw.unsqueeze(1)).reshape(n, N * d)
-            K = Amat.T @ Amat
-        lam, self.Q = torch.linalg.eigh(K)
-        self.lam = torch.clamp(lam, min=0.0)
-        self.QT = self.Q.T.contiguous()
+            self.K = Amat.T @ Amat
         self.Minv = None if M is None else self.Mih @ self.Mih
         self.XMiT = self.Xt_ if M is None else (X @ self.Minv).T.contiguous()
+        self._rho: float | None = None
+        self._L: torch.Tensor | None = None
 
     @property
-    def eigenvalues(self) -> torch.Tensor:
-        """Eigenvalues of the factorised Gram (nonzero part of ``A M^-1 A^T``)."""
-        return self.lam
+    def mean_eigenvalue(self) -> float:
+        """``trace(K) / dim K``: the mean eigenvalue of the factorised matrix."""
+        return float(self.K.diagonal().mean())
+
+    def factor(self, rho: float) -> torch.Tensor:
+        """The lower Cholesky factor of ``K + rho I`` (cached for the last ``rho``)."""
+        if self._L is None or rho != self._rho:
+            self._L, self._rho = _shifted_cholesky(self.K, float(rho)), float(rho)
+        return self._L
+
+    def kernel_solve(self, B: torch.Tensor, rho: float) -> torch.Tensor:
+        """``(K + rho I)^{-1} B`` for ``B`` of shape ``(dim K, c)``."""
+        return _cholesky_solve(self.factor(rho), B)
+
+    def rough_kernel_solve(self, B: torch.Tensor, rho: float) -> torch.Tensor:
+        """``(K + rho I)^{-1} B`` in single precision (twice as fast, not cached), for
+        estimates such as a starting penalty; ``rho`` is raised where float32 needs it."""
+        K32 = self.K.to(torch.float32)
+        rho = max(float(rho), 1e-6 * max(self.mean_eigenvalue, 1e-300))
+        return _cholesky_solve(_shifted_cholesky(K32, rho), B.to(torch.float32)).to(B.dtype)
 
     def apply(self, U: torch.Tensor) -> torch.Tensor:
         """``A U = sum_j s_j D_j X U_j``: ``(N, d, c) -> (n, c)``."""
@@ -68,12 +86,15 @@ class BlockSystem:
 
     def adjoint(self, R: torch.Tensor) -> torch.Tensor:
         """``A^T R``: ``(n, c) -> (N, d, c)``."""
+        return self._adjoint(R, self.Xt_)
+
+    def _adjoint(self, R: torch.Tensor, XT: torch.Tensor) -> torch.Tensor:
         n, c = R.shape
-        N, d = self.Ds.shape[1], self.X.shape[1]
+        N = self.Ds.shape[1]
         if c == 1:
-            return (self.Xt_ @ (self.Ds * R)).T.unsqueeze(-1)
+            return (XT @ (self.Ds * R)).T.unsqueeze(-1)
         Z = (self.Ds.unsqueeze(-1) * R.unsqueeze(1)).reshape(n, N * c)
-        return (self.Xt_ @ Z).reshape(d, N, c).permute(1, 0, 2)
+        return (XT @ Z).reshape(-1, N, c).permute(1, 0, 2)
 
     def _mih(self, U: torch.Tensor) -> torch.Tensor:
         return U if self.Mih is None else _left(self.Mih, U)
@@ -81,41 +102,62 @@ class BlockSystem:
     def solve(self, R: torch.Tensor, rho: float) -> torch.Tensor:
         """``U = (A^T A + rho (I (x) M))^{-1} R`` for ``R`` of shape ``(N, d, c)``.
 
-        Woodbury: ``U = (V - M^-1 A^T Q (rho + Lambda)^-1 Q^T A V) / rho`` with
-        ``V = M^-1 R`` and ``A M^-1 A^T = Q Lambda Q^T``.
+        Woodbury: ``U = (V - M^-1 A^T (K + rho I)^-1 A V) / rho`` with ``V = M^-1 R``.
         """
         if self.woodbury:
             V = R if self.Minv is None else _left(self.Minv, R)
-            W = self.Q @ ((self.QT @ self.apply(V)) / (rho + self.lam).unsqueeze(-1))
-            n, c = W.shape
-            N = self.Ds.shape[1]
-            if c == 1:
-                AtW = (self.XMiT @ (self.Ds * W)).T.unsqueeze(-1)
-            else:
-                Z = (self.Ds.unsqueeze(-1) * W.unsqueeze(1)).reshape(n, N * c)
-                AtW = (self.XMiT @ Z).reshape(-1, N, c).permute(1, 0, 2)
-            return (V - AtW) / rho
+            W = self.kernel_solve(self.apply(V), rho)
+            return (V - self._adjoint(W, self.XMiT)) / rho
         Rt = self._mih(R)  # M^{-1/2} R, system in the whitened variable
         N, d, c = Rt.shape
-        flat = Rt.reshape(N * d, c)
-        Ut = (self.Q @ ((self.QT @ flat) / (rho + self.lam).unsqueeze(-1))).reshape(N, d, c)
-        return self._mih(Ut)
+        return self._mih(self.kernel_solve(Rt.reshape(N * d, c), rho).reshape(N, d, c))
 
-    def least_squares_dual(self, Z: torch.Tensor, *, rcond: float = 1e-10) -> torch.Tensor:
-        """``w = argmin ||A^T w - Z||`` (minimum norm; identity metric only).
+    def target(self, Y: torch.Tensor) -> torch.Tensor:
+        """What :meth:`least_squares_step` precomputes of ``Y``: ``K Y`` (Woodbury)
+        or ``A^T Y``."""
+        if self.woodbury:
+            return self.K @ Y
+        return self.adjoint(Y)
 
-        ``(N, d, c) -> (n, c)``; eigenvalues below ``rcond * max`` are dropped.
+    def least_squares_step(self, V: torch.Tensor, rho: float, Y: torch.Tensor,
+                           pre: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``U = argmin 1/2 ||A U - Y||^2 + rho/2 ||U - V||^2`` (identity metric);
+        ``pre = target(Y)``.
+
+        Returns ``(U, A U, A^T (Y - A U))``. With Woodbury it costs one ``A``, one
+        ``A^T`` and one kernel solve: ``A U = (K + rho I)^-1 (K Y + rho A V)`` and
+        ``U = V + A^T (Y - A U) / rho``.
         """
         if self.Mih is not None:
-            raise InputError("least_squares_dual: expected a system with M = I")
-        cut = rcond * float(self.lam.max())
-        inv = torch.where(self.lam > cut, 1.0 / torch.clamp(self.lam, min=cut),
-                          torch.zeros_like(self.lam)).unsqueeze(-1)
+            raise InputError("least_squares_step: expected a system with M = I")
         if self.woodbury:
-            return self.Q @ ((self.QT @ self.apply(Z)) * inv)
-        N, d, c = Z.shape
-        V = (self.Q @ ((self.QT @ Z.reshape(N * d, c)) * inv)).reshape(N, d, c)
-        return self.apply(V)
+            AU = self.kernel_solve(pre + rho * self.apply(V), rho)
+            G = self.adjoint(Y - AU)
+            return V + G / rho, AU, G
+        U = self.solve(pre + rho * V, rho)
+        AU = self.apply(U)
+        return U, AU, self.adjoint(Y - AU)
+
+
+def _shifted_cholesky(K: torch.Tensor, shift: float) -> torch.Tensor:
+    """Lower Cholesky factor of ``K + shift I`` for a symmetric PSD ``K``; a shift too
+    small for a numerically singular ``K`` is raised tenfold until it succeeds
+    (starting from ``1e-14`` of the mean diagonal)."""
+    floor = 1e-14 * max(float(K.diagonal().mean()), 1e-300)
+    while True:
+        S = K.clone()
+        S.diagonal().add_(max(shift, floor))
+        L, info = torch.linalg.cholesky_ex(S)
+        if int(info) == 0:
+            return L
+        shift = 10.0 * max(shift, floor)
+
+
+def _cholesky_solve(L: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``(L L^T)^{-1} B`` by two triangular solves (much faster than
+    ``torch.cholesky_solve`` for a few right-hand sides)."""
+    return torch.linalg.solve_triangular(
+        L.mT, torch.linalg.solve_triangular(L, B, upper=False), upper=True)
 
 
 def _left(M: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
@@ -175,16 +217,17 @@ class Anderson:
             return None
         c = self.count
         dG, dX = self.dG[:c], self.dX[:c]
-        H = self.H[:c, :c]
-        rhs = dG @ self.g
+        H = self.H[:c, :c].clone()
         scale = float(H.diagonal().max())
         if not scale > 0:
             return None
-        H = H + (self.reg * scale) * torch.eye(c, dtype=H.dtype, device=H.device)
+        H.diagonal().add_(self.reg * scale)
+        # an m x m system: LAPACK through numpy costs a tenth of torch's checked solve
         try:
-            gamma = torch.linalg.solve(H, rhs)
-        except RuntimeError:
+            coef = np.linalg.solve(H.cpu().double().numpy(), (dG @ self.g).cpu().double().numpy())
+        except np.linalg.LinAlgError:
             return None
-        if not bool(torch.isfinite(gamma).all()):
+        if not np.isfinite(coef).all():
             return None
-        return self.x + self.g - gamma @ dX - gamma @ dG
+        gamma = torch.from_numpy(coef).to(dX)
+        return self.x + self.g - gamma @ (dX + dG)

@@ -36,6 +36,7 @@ import torch
 from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import GatedReLU, TwoLayerReLU, prox_group, prox_nuclear
+from convexrecon.programs.relu_certificates import scaled_dual
 from convexrecon.solvers.admm_core import Anderson, BlockSystem
 from convexrecon.solvers.base import Result, Solver, State
 
@@ -56,6 +57,10 @@ class ADMMState(State):
     lam: Any = None
     s: Any = None
     nu: Any = None
+    AU: Any = None
+    G: Any = None
+    primal: float | None = None
+    g_norm: float = math.inf
     rho: float = 1.0
     primal_residual: float = math.inf
     dual_residual: float = math.inf
@@ -76,6 +81,9 @@ class _Eval:
     s: torch.Tensor | None
     nu: torch.Tensor | None
     r_rel: float
+    g_norm: float
+    AU: torch.Tensor | None = None
+    G: torch.Tensor | None = None
 
 
 class _ADMMBase(Solver[ADMMState]):
@@ -146,19 +154,21 @@ class _ADMMBase(Solver[ADMMState]):
 
     def _set(self, st: ADMMState, z: torch.Tensor, ev: _Eval) -> None:
         st.z, st.g, st.q, st.u, st.lam, st.s, st.nu = z, ev.g, ev.q, ev.u, ev.lam, ev.s, ev.nu
+        st.AU, st.G, st.primal, st.g_norm = ev.AU, ev.G, None, ev.g_norm
         st.x = self._x(ev.q)
         st.primal_residual = ev.r_rel
 
     def step(self, st: ADMMState) -> ADMMState:
         rho = st.rho
-        g_norm = float(torch.linalg.vector_norm(st.g))
-        q_old = self._pack_q_state(st)
+        g_norm = st.g_norm
+        track = self._adapting(st.it + 1)  # the dual residual is needed only then
+        q_old = self._pack_q_state(st) if track else None
         ev = None
         z_new = self.aa.extrapolate() if self.aa is not None else None
         if z_new is not None:
             ev = self._eval(z_new, rho)
             st.n_evals += 1
-            if float(torch.linalg.vector_norm(ev.g)) <= self.safeguard * g_norm:
+            if ev.g_norm <= self.safeguard * g_norm:
                 st.n_accelerated += 1
             else:
                 ev = None
@@ -169,17 +179,18 @@ class _ADMMBase(Solver[ADMMState]):
         if self.aa is not None:
             self.aa.push(z_new, ev.g)
         self._set(st, z_new, ev)
-        q_new = self._pack_q(ev)
-        lam_norm = max(float(torch.linalg.vector_norm(z_new - q_new)), _tiny(z_new))
-        self._s_rel = float(torch.linalg.vector_norm(q_new - q_old)) / lam_norm
-        st.dual_residual = self._s_rel
+        if track:
+            q_new = self._pack_q(ev)
+            lam_norm = max(float(torch.linalg.vector_norm(z_new - q_new)), _tiny(z_new))
+            self._s_rel = float(torch.linalg.vector_norm(q_new - q_old)) / lam_norm
+            st.dual_residual = self._s_rel
         st.it += 1
         self._adapt(st)
         return st
 
     def _pack_q_state(self, st: ADMMState) -> torch.Tensor:
         return self._pack_q(_Eval(g=st.g, q=st.q, u=st.u, lam=st.lam, s=st.s, nu=st.nu,
-                                  r_rel=st.primal_residual))
+                                  r_rel=st.primal_residual, g_norm=st.g_norm, AU=st.AU, G=st.G))
 
     def _feasible(self, state: ADMMState) -> bool:
         return True
@@ -187,15 +198,15 @@ class _ADMMBase(Solver[ADMMState]):
     def _default_rho(self, system: BlockSystem) -> float:
         if self.rho0 is not None:
             return self.rho0
-        lam = system.eigenvalues
-        return float(lam.mean()) if float(lam.mean()) > 0 else 1.0
+        mean = system.mean_eigenvalue
+        return mean if mean > 0 else 1.0
 
     def _adapt(self, st: ADMMState) -> None:
         """Residual balancing: every ``adapt_every`` iterations scale ``rho`` by
         ``sqrt(balance * r_rel / s_rel)`` when that is off by more than
         ``adapt_factor``; ``z`` is moved so that ``q`` and ``rho lam`` are kept."""
         r_rel, s_rel = st.primal_residual, self._s_rel
-        if not self.adapt_every or st.it % self.adapt_every or s_rel <= 0 or r_rel <= 0:
+        if not self._adapting(st.it) or s_rel <= 0 or r_rel <= 0:
             return
         ratio = self._target_ratio(st, r_rel, s_rel)
         if not math.isfinite(ratio) or self.adapt_factor >= ratio >= 1.0 / self.adapt_factor:
@@ -210,6 +221,10 @@ class _ADMMBase(Solver[ADMMState]):
         new.n_accelerated = st.n_accelerated
         new.dual_residual = st.dual_residual
         st.__dict__.update(new.__dict__)
+
+    def _adapting(self, it: int) -> bool:
+        """Whether iteration ``it`` may adapt ``rho``."""
+        return bool(self.adapt_every) and it % self.adapt_every == 0
 
     def _target_ratio(self, st: ADMMState, r_rel: float, s_rel: float) -> float:
         """Residual balancing: ``sqrt(balance * r_rel / s_rel)``."""
@@ -226,29 +241,31 @@ def _tiny(t: torch.Tensor) -> float:
 class ADMMGated(_ADMMBase):
     """ADMM for :class:`~convexrecon.programs.relu.GatedReLU` (split ``u = q``).
 
+    Every map evaluation is one least-squares step
+    (:meth:`~convexrecon.solvers.admm_core.BlockSystem.least_squares_step`), which
+    also returns the fit ``A u`` and the correlation ``A^T (Y - A u)``; the
+    certificate uses them: the dual point is the best feasible multiple of the
+    residual ``Y - A u``, and the primal value is taken at the returned ``q``.
+
     Options (keyword-only): ``max_iter``, ``tol`` (relative duality gap),
-    ``check_every``, ``rho`` (initial penalty; default from the spectrum),
-    ``alpha`` (over-relaxation), ``adapt_every``/``adapt_factor``/``balance``
-    (residual balancing: every ``adapt_every`` iterations ``rho`` is scaled by
-    ``sqrt(balance * r_rel / s_rel)`` when that is off by more than
-    ``adapt_factor``), ``anderson`` (Anderson memory, 0 disables), ``safeguard``
-    (accept the Anderson point when its residual is at most this times the last),
-    ``dtype`` (compute precision, float64 by default).
+    ``check_every`` (default 2), ``rho`` (initial penalty; default from the
+    minimum-norm least-squares fit), ``alpha`` (over-relaxation, default 1.6),
+    ``adapt_every``/``adapt_factor`` (every ``adapt_every`` iterations ``rho`` is
+    rescaled to ``||rho lam|| / ||q||`` when that is off by more than
+    ``adapt_factor``), ``anderson`` (Anderson memory, default 3; 0 disables),
+    ``safeguard`` (accept the Anderson point when its residual is at most this
+    times the last), ``dtype`` (compute precision, float64 by default).
     """
 
     def __init__(self, program: GatedReLU, **opts: Any) -> None:
         if not isinstance(program, GatedReLU):
             raise InputError(f"program: expected a GatedReLU, got {type(program).__name__}")
+        for key, value in (("check_every", 2), ("alpha", 1.6), ("anderson", 3)):
+            opts.setdefault(key, value)
         super().__init__(program, **opts)
         data = self.program.data
         self.system = BlockSystem(data.X, data.Dm)
-        if self.system.woodbury and getattr(data, "_kernel_eig", None) is None:
-            # the certificate's kernel A A^T is the factorised matrix: share it
-            lam = self.system.lam
-            cut = 1e-10 * max(float(lam.max()), 1e-300)
-            inv = torch.where(lam > cut, 1.0 / torch.clamp(lam, min=cut), torch.zeros_like(lam))
-            data._kernel_eig = (self.system.Q, inv)
-        self.ATy = self.system.adjoint(data.Y)
+        self.pre = self.system.target(data.Y)
         self.shape = data.block_shape
         self.prox = prox_group if data.c == 1 else prox_nuclear
 
@@ -264,22 +281,22 @@ class ADMMGated(_ADMMBase):
         """Magnitude balancing ``rho = ||rho lam|| / ||q||`` at a guess: every block
         dual has norm ``<= beta`` and these programs nearly interpolate, so
         ``rho0 = beta sqrt(P) / ||u_ls||`` with ``u_ls`` the minimum-norm
-        least-squares solution (from the cached factorisation)."""
+        least-squares solution (regularised by ``1e-6`` of the mean eigenvalue; an
+        estimate, so solved in single precision)."""
         if self.rho0 is not None:
             return self.rho0
-        lam = system.eigenvalues
-        cut = 1e-10 * float(lam.max())
-        inv = torch.where(lam > cut, 1.0 / torch.clamp(lam, min=cut), torch.zeros_like(lam))
         Y = self.program.data.Y
+        delta = 1e-6 * max(system.mean_eigenvalue, 1e-300)
         if system.woodbury:
-            u_ls = system.adjoint(system.Q @ ((system.QT @ Y) * inv.unsqueeze(-1)))
+            w = system.rough_kernel_solve(Y, delta)  # u_ls = A^T w, ||u_ls||^2 = <w, K w>
+            sq = float(torch.sum(w * Y)) - delta * float(torch.sum(w * w))
         else:
-            r = self.ATy.reshape(-1, Y.shape[1])
-            u_ls = (system.Q @ ((system.QT @ r) * inv.unsqueeze(-1))).reshape(self.shape)
-        nrm = float(torch.linalg.vector_norm(u_ls))
-        if not nrm > 0:
+            N, d, c = self.shape
+            u = system.rough_kernel_solve(self.pre.reshape(N * d, c), delta)
+            sq = float(torch.sum(u * u))
+        if not sq > 0:
             return super()._default_rho(system)
-        return self.program.beta * math.sqrt(self.shape[0]) / nrm
+        return self.program.beta * math.sqrt(self.shape[0]) / math.sqrt(sq)
 
     def _target_ratio(self, st: ADMMState, r_rel: float, s_rel: float) -> float:
         """Magnitude balancing: ``||lam|| / ||q||`` (scaled dual against primal)."""
@@ -290,12 +307,13 @@ class ADMMGated(_ADMMBase):
         Z = z.reshape(self.shape)
         q = self.prox(Z, self.program.beta / rho)
         lam = Z - q
-        u = self.system.solve(self.ATy + rho * (q - lam), rho)
+        u, AU, G = self.system.least_squares_step(q - lam, rho, self.program.data.Y, self.pre)
         d = u - q
         nrm = torch.linalg.vector_norm
         scale = max(float(nrm(u)), float(nrm(q)), _tiny(u))
+        dn = float(nrm(d))
         return _Eval(g=(self.alpha * d).reshape(-1), q=q, u=u, lam=lam, s=None, nu=None,
-                     r_rel=float(nrm(d)) / scale)
+                     r_rel=dn / scale, g_norm=self.alpha * dn, AU=AU, G=G)
 
     def _pack_q(self, ev: _Eval) -> torch.Tensor:
         return ev.q.reshape(-1)
@@ -304,8 +322,16 @@ class ADMMGated(_ADMMBase):
         return q
 
     def certificate(self, st: ADMMState) -> float:
-        w = self.system.least_squares_dual(st.rho * st.lam)
-        return self.program.certificate(st.x, dual=w)
+        """Relative duality gap: primal at ``q``, dual from the residual ``Y - A u``
+        (:func:`~convexrecon.programs.relu_certificates.scaled_dual`)."""
+        data = self.program.data
+        fit = 0.5 * float(torch.sum((self.system.apply(st.q) - data.Y) ** 2))
+        st.primal = fit + float(self.program.reg.value(st.q))
+        dual_value = scaled_dual(data, data.Y - st.AU, st.G)
+        return max(st.primal - dual_value, 0.0) / max(abs(st.primal), abs(dual_value), 1e-300)
+
+    def objective(self, st: ADMMState) -> float:
+        return st.primal if st.primal is not None else self.program.value(st.x)
 
     def dual(self, st: ADMMState) -> torch.Tensor:
         """The unscaled dual ``rho * lam`` (pass to ``run(dual=...)`` to warm start)."""
@@ -390,8 +416,9 @@ class ADMMReLU(_ADMMBase):
         g = self.alpha * torch.cat([dq.reshape(-1), ds.reshape(-1)])
         scale = max(float(nrm(u)), float(nrm(q)),
                     self.sg * max(float(nrm(Gu)), float(nrm(s))), _tiny(u))
-        return _Eval(g=g, q=q, u=u, lam=lam, s=s, nu=nu,
-                     r_rel=math.hypot(float(nrm(dq)), float(nrm(ds))) / scale)
+        dn = math.hypot(float(nrm(dq)), float(nrm(ds)))
+        return _Eval(g=g, q=q, u=u, lam=lam, s=s, nu=nu, r_rel=dn / scale,
+                     g_norm=self.alpha * dn)
 
     def _pack_q(self, ev: _Eval) -> torch.Tensor:
         return torch.cat([ev.q.reshape(-1), self.sg * ev.s.reshape(-1)])
