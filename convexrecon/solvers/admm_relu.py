@@ -7,8 +7,9 @@ that split is ``I (x) X^T X``, so every ``u``-step solves
 
     (A^T A + rho (I (x) M)) u = r,      M = I (gated) or I + gamma X^T X (ReLU),
 
-with one eigendecomposition (:class:`~convexrecon.solvers.admm_core.BlockSystem`)
-serving every ``rho``; the penalty is adapted freely by residual balancing.
+by a Cholesky factor of the ``n x n`` Woodbury kernel
+(:class:`~convexrecon.solvers.admm_core.BlockSystem`), refactored when the penalty
+``rho`` is adapted (magnitude or residual balancing).
 
 ADMM is run as the Douglas-Rachford fixed-point map of ``z = q + lam`` (and
 ``z_s = s + nu``): ``q = prox(z)``, ``lam = z - q``, ``u = u-step(2 q - z)``,
@@ -19,8 +20,9 @@ the previous one; else the plain step is taken. The memory is cleared whenever
 ``rho`` changes.
 
 Both solvers stop on the program's own certificate: the relative duality gap for
-the gated form, with the dual point the best of the scaled residual and the
-least-squares fit ``A^T w ~ rho lam`` of ADMM's own dual; the KKT triple with
+the gated form, with the dual point the best feasible multiple of the residual
+``Y - A u`` of the least-squares step (whose correlation ``A^T (Y - A u)`` that
+step returns, so the check costs one ``A q``); the KKT triple with
 ADMM's cone multipliers ``mu = -rho gamma nu >= 0`` (plus ``violation <=
 feas_tol``) for the ReLU form. Warm starts: ``run(x0, dual=...)``.
 """
