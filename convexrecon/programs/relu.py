@@ -391,10 +391,13 @@ class GatedReLU(_PatternViews, CompositeProgram):
         from convexrecon.programs.relu_certificates import gated_gap
         return gated_gap(self, self.data.check_blocks(U, "x"), dual=dual).relative
 
-    def pattern_check(self, U: torch.Tensor, *, n_fresh: int = 1000, seed: int = 12345) -> float:
-        """``max ||X^T D lam|| / beta`` over fresh gates (> 1 + tol: more patterns needed)."""
+    def pattern_check(self, U: torch.Tensor, *, dual: torch.Tensor | None = None,
+                      n_fresh: int = 1000, seed: int = 12345) -> float:
+        """``max ||X^T D lam|| / beta`` over fresh gates (> 1 + tol: more patterns
+        needed); ``lam`` as in :meth:`certificate` (``dual``: a solver's candidate)."""
         from convexrecon.programs.relu_certificates import gated_dual_point, fresh_ratio
-        return fresh_ratio(self.data, gated_dual_point(self, U), n_fresh=n_fresh, seed=seed)
+        lam = gated_dual_point(self, self.data.check_blocks(U, "x"), dual=dual)
+        return fresh_ratio(self.data, lam, n_fresh=n_fresh, seed=seed)
 
     def to_cvxpy(self, *, max_size: int = CVXPY_SIZE_LIMIT):
         """``(problem, to_x)``; InputError naming ``max_size`` when too large."""

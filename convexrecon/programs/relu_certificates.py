@@ -139,16 +139,17 @@ def subgradient_dual(prog, U: torch.Tensor) -> torch.Tensor | None:
 
 
 def gated_dual_point(prog, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> torch.Tensor:
-    """The best feasible dual point among multiples of the residual ``Y - A U``,
-    of :func:`subgradient_dual` and, when given, of the candidate ``dual``
-    (``(n, c)``, e.g. from a solver)."""
+    """The best feasible dual point among multiples of the residual ``Y - A U`` and
+    of the candidate ``dual`` (``(n, c)``, e.g. from a solver) or, when none is
+    given, of :func:`subgradient_dual` (which needs an ``n x n`` eigendecomposition)."""
     data = prog.data
     cands = [data.Y - data.apply(U)]
-    w = subgradient_dual(prog, U)
-    if w is not None:
-        cands.append(w)
     if dual is not None:
         cands.append(dual.reshape(data.Y.shape).to(data.Y))
+    else:
+        w = subgradient_dual(prog, U)
+        if w is not None:
+            cands.append(w)
     best = max((_scaled(data, w) for w in cands), key=lambda p: p[1])
     return best[0]
 

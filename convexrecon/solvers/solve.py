@@ -149,7 +149,11 @@ def solve(program: Any, *, method: str = "auto", x0: Any = None,
             res = solver.run(x0, callback)
     out = SolveResult(x=res.x, history=res.history, state=res.state,
                       converged=res.converged, method=method)
-    if kind in ("gated", "relu"):
+    if kind == "gated":
+        fit = getattr(res.state, "AU", None)  # ADMM's fit A u: its residual is the dual
+        dual = None if fit is None else program.data.Y - fit.to(program.data.Y)
+        out.pattern_ratio = float(program.pattern_check(res.x, dual=dual))
+    elif kind == "relu":
         out.pattern_ratio = float(program.pattern_check(res.x))
     return out
 
