@@ -44,7 +44,9 @@ class BlockSystem:
         self.woodbury = n <= N * d
         Xw = X if self.Mih is None else X @ self.Mih
         if self.woodbury:
-            self.K = (Xw @ Xw.T).mul_(Ds @ Ds.T)
+            # Ds holds 0 and +-1, so Ds Ds^T (pattern overlap counts) is exact in float32
+            D32 = Ds.to(torch.float32)
+            self.K = (Xw @ Xw.T).mul_(D32 @ D32.T)
         else:
             Amat = (Ds.unsqueeze(-1) * Xw.unsqueeze(1)).reshape(n, N * d)
             self.K = Amat.T @ Amat
