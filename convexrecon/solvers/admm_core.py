@@ -145,13 +145,16 @@ def _shifted_cholesky(K: torch.Tensor, shift: float) -> torch.Tensor:
     small for a numerically singular ``K`` is raised tenfold until it succeeds
     (starting from ``1e-14`` of the mean diagonal)."""
     floor = 1e-14 * max(float(K.diagonal().mean()), 1e-300)
-    while True:
+    for _ in range(32):
         S = K.clone()
         S.diagonal().add_(max(shift, floor))
         L, info = torch.linalg.cholesky_ex(S)
         if int(info) == 0:
             return L
         shift = 10.0 * max(shift, floor)
+    raise InputError("kernel: expected a finite positive semi-definite matrix; its "
+                     "Cholesky factorisation failed at every shift up to "
+                     f"{shift:.3g} (non-finite data?)")
 
 
 def _cholesky_solve(L: torch.Tensor, B: torch.Tensor) -> torch.Tensor:

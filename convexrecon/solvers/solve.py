@@ -6,14 +6,16 @@
 program                                     solver
 ==========================================  =================================
 ``GatedReLU`` (data matrix)                 ADMM, exact factorised steps
-``TwoLayerReLU`` (data matrix, cones)       ADMM with the cone split
+``TwoLayerReLU``, one output, n <= 3000     primal-dual interior point
+``TwoLayerReLU``, otherwise                 ADMM with the cone split
 ``ConvTwoLayerReLU`` (convolutional)        FISTA with restart
 ``ConvTwoLayerReLUCone``                    augmented Lagrangian (FISTA inner)
 any other ``CompositeProgram``              FISTA with restart
 ==========================================  =================================
 
-Other methods: ``"admm"``, ``"fista"``, ``"minibatch"`` (stochastic proximal, data
-matrices), ``"auglag"`` (conv cone form), ``"cvxpy"`` (exact reference; option
+Other methods: ``"admm"``, ``"ipm"`` (cone form, one output column), ``"fista"``,
+``"minibatch"`` (stochastic proximal, data matrices), ``"auglag"`` (conv cone form),
+``"cvxpy"`` (exact reference; option
 ``solver="CLARABEL"|"SCS"``). Options are forwarded to the solver's constructor and
 unknown ones raise InputError. Two-layer programs get the pattern-sufficiency ratio
 (``max ||X^T D lam|| / beta`` over fresh gates) in ``result.pattern_ratio``.
@@ -33,7 +35,11 @@ from convexrecon.solvers.base import Result
 
 __all__ = ["solve", "SolveResult", "METHODS"]
 
-METHODS = ("auto", "admm", "fista", "minibatch", "auglag", "cvxpy")
+METHODS = ("auto", "admm", "ipm", "fista", "minibatch", "auglag", "cvxpy")
+
+IPM_MAX_ROWS = 3000
+"""``auto`` uses the interior-point method on the cone form up to this many rows (its
+``n x n`` factorisation per iteration grows like ``n^3``), ADMM beyond."""
 
 
 @dataclass
@@ -59,7 +65,7 @@ def _kind(program: Any) -> str:
     return "other"
 
 
-_AUTO = {"gated": "admm", "relu": "admm", "conv_cone": "auglag", "composite": "fista"}
+_AUTO = {"gated": "admm", "relu": "ipm", "conv_cone": "auglag", "composite": "fista"}
 
 
 def _build(cls: type, program: Any, opts: dict) -> Any:
@@ -84,6 +90,10 @@ def _solver_class(kind: str, method: str) -> type:
             return ADMMGated
         if kind == "relu":
             return ADMMReLU
+    elif method == "ipm":
+        if kind == "relu":
+            from convexrecon.solvers.ipm_relu import IPMReLU
+            return IPMReLU
     elif method == "fista":
         if kind in ("gated", "composite"):
             from convexrecon.solvers.fista import FISTA
@@ -102,7 +112,7 @@ def _solver_class(kind: str, method: str) -> type:
 
 def _applicable(kind: str) -> set[str]:
     return {"gated": {"auto", "admm", "fista", "minibatch", "cvxpy"},
-            "relu": {"auto", "admm", "minibatch", "cvxpy"},
+            "relu": {"auto", "admm", "ipm", "minibatch", "cvxpy"},
             "conv_cone": {"auto", "auglag", "cvxpy"},
             "composite": {"auto", "fista", "cvxpy"}}.get(kind, {"cvxpy"})
 
@@ -134,6 +144,8 @@ def solve(program: Any, *, method: str = "auto", x0: Any = None,
             raise InputError(f"program: expected a two-layer, convolutional or composite "
                              f"program, got {type(program).__name__}")
         method = _AUTO[kind]
+        if kind == "relu" and (program.data.c > 1 or program.data.n > IPM_MAX_ROWS):
+            method = "admm"
     if method == "cvxpy":
         from convexrecon.solvers.cvxpy_reference import cvxpy_reference
         if x0 is not None or dual is not None or callback is not None:
