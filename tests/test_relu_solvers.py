@@ -79,7 +79,10 @@ def test_solve_auto_reports_and_warm_starts():
     assert again.state.it < first
     relu = TwoLayerReLU(X[:40], y[:40], n_patterns=6, beta=1e-1, seed=0)
     r = solve(relu, tol=1e-4)
-    assert r.method == "admm" and r.converged
+    assert r.method == "ipm" and r.converged  # one output column: interior point
+    r2 = solve(TwoLayerReLU(X[:40], torch.stack([y[:40], -y[:40]], 1), n_patterns=6,
+                            beta=1e-1, seed=0), tol=1e-4)
+    assert r2.method == "admm" and r2.converged  # several columns: ADMM
 
 
 def test_solve_rejects_bad_method_and_options():

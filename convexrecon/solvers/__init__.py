@@ -6,6 +6,7 @@ from convexrecon.solvers.base import History, Result, Solver, State
 from convexrecon.solvers.cg import CG
 from convexrecon.solvers.cvxpy_reference import cvxpy_reference
 from convexrecon.solvers.fista import FISTA, ISTA
+from convexrecon.solvers.ipm_relu import IPMReLU
 from convexrecon.solvers.minibatch import MiniBatchProx
 from convexrecon.solvers.pdhg import PDHG
 from convexrecon.solvers.solve import SolveResult, solve
@@ -13,5 +14,5 @@ from convexrecon.solvers.solve import SolveResult, solve
 __all__ = [
     "State", "History", "Result", "Solver",
     "ISTA", "FISTA", "CG", "PDHG", "cvxpy_reference",
-    "ADMMGated", "ADMMReLU", "MiniBatchProx", "solve", "SolveResult",
+    "ADMMGated", "ADMMReLU", "IPMReLU", "MiniBatchProx", "solve", "SolveResult",
 ]
