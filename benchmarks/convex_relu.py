@@ -100,7 +100,8 @@ def ladder_cvx(prog, solver: str, p_star: float, eps_list):
         gap = rel_gap(prog, x, p_star)
         if abs(gap) <= TARGET and feasible(prog, x):
             return dict(method=f"cvxpy+{solver}", setting=f"eps={eps:g}", wall=wall,
-                        solve=solve_t, gap=gap, ok=True)
+                        solve=solve_t, gap=gap, ok=True,
+                        rerun=lambda eps=eps: cvx_run(prog, solver, eps)[1:3])
     return dict(method=f"cvxpy+{solver}", setting="not reached", wall=math.nan,
                 solve=math.nan, gap=math.nan, ok=False)
 
@@ -165,14 +166,19 @@ def ladder_scnn(prog, p_star: float, tols):
 def ours(prog, p_star: float, repeats: int, cls: type, **opts):
     """Time construction (factorisation) + run, median of ``repeats`` after one
     untimed warm-up on a tiny problem (first-call allocations and lazy imports)."""
-    Xw, yw = make_data(30, 3, 1)
-    cls(type(prog)(Xw, yw, n_patterns=3, beta=1e-2, seed=0), tol=TARGET, max_iter=50).run()
-    times, res = [], None
+    Xw, yw = make_data(40, 4, 1)  # n < P d: the same (Woodbury) code path
+    cls(type(prog)(Xw, yw, n_patterns=20, beta=1e-2, seed=0), tol=TARGET, max_iter=50).run()
     max_iter = 200 if cls is IPMReLU else 20000
-    for _ in range(repeats):
+    out = {}
+
+    def once():
         t0 = time.perf_counter()
-        res = cls(prog, tol=TARGET, max_iter=max_iter, **opts).run()
-        times.append(time.perf_counter() - t0)
+        out["res"] = cls(prog, tol=TARGET, max_iter=max_iter, **opts).run()
+        t = time.perf_counter() - t0
+        return t, t
+
+    times = [once()[0] for _ in range(repeats)]
+    res = out["res"]
     gap = rel_gap(prog, res.x, p_star)
     ok = abs(gap) <= TARGET and feasible(prog, res.x) and res.converged
     t = statistics.median(times)
@@ -181,7 +187,27 @@ def ours(prog, p_star: float, repeats: int, cls: type, **opts):
     evals = getattr(res.state, "n_evals", None)
     setting = f"it={res.state.it}" + (f" ev={evals}" if evals else "") + \
         f" cert={res.state.certificate:.1e}"
-    return dict(method=name[:22], setting=setting, wall=t, solve=t, gap=gap, ok=ok)
+    return dict(method=name[:22], setting=setting, wall=t, solve=t, gap=gap, ok=ok,
+                rerun=once, walls=times, solves=list(times))
+
+
+def retime(rows, repeats: int, limit: float = 5.0) -> None:
+    """Re-time ours and every successful peer whose run is under ``limit`` seconds,
+    round-robin (so that a change of machine load hits them alike), ``repeats``
+    more times each; rows get the medians of all their runs. Short runs on this
+    shared machine vary by +-30% from one run to the next."""
+    timed = [r for r in rows if r["ok"] and r.get("rerun") and r["solve"] < limit]
+    for r in timed:
+        r.setdefault("walls", [r["wall"]])
+        r.setdefault("solves", [r["solve"]])
+    for _ in range(repeats):
+        for r in timed:
+            wall, solve_t = r["rerun"]()
+            r["walls"].append(wall)
+            r["solves"].append(solve_t)
+    for r in timed:
+        r["wall"], r["solve"] = statistics.median(r["walls"]), statistics.median(r["solves"])
+        r["setting"] += f" n={len(r['solves'])}"
 
 
 def run_case(form: str, n: int, d: int, P: int, beta: float, seed: int, repeats: int):
@@ -191,9 +217,11 @@ def run_case(form: str, n: int, d: int, P: int, beta: float, seed: int, repeats:
     ref, _, _, status = cvx_run(prog, "CLARABEL", 1e-10)
     p_star = prog.value(ref)
     rows = [ours(prog, p_star, repeats, ADMMGated if form == "gated" else IPMReLU)]
-    rows.append(ladder_cvx(prog, "CLARABEL", p_star, [1e-4, 1e-6, 1e-8]))
-    rows.append(ladder_cvx(prog, "SCS", p_star, [1e-4, 1e-5, 1e-6]))
+    ladder = [1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 1e-7, 1e-8]  # half decades: fair to the peers
+    rows.append(ladder_cvx(prog, "CLARABEL", p_star, ladder))
+    rows.append(ladder_cvx(prog, "SCS", p_star, ladder[:5]))
     rows.append(ladder_scnn(prog, p_star, [1e-6, 1e-8, 1e-10] if form == "gated" else [1e-6]))
+    retime(rows, repeats)
     extras = []
     if form == "relu":  # informational rows, not in the ratio
         extras.append(ours(prog, p_star, repeats, IPMReLU, stop="kkt"))
