@@ -245,7 +245,8 @@ def run_case(form: str, n: int, d: int, P: int, beta: float, seed: int, repeats:
 
 
 def size_sweep() -> None:
-    """Where cvxpy stops being usable: gated form, d=50, P=50, growing n."""
+    """Where cvxpy stops being usable (gated form), and how the cone form's
+    interior-point method scales; d=50, P=50, beta=1e-3, growing n."""
     print("\n== size sweep (gated, d=50, P=50, beta=1e-3): CLARABEL eps=1e-6 vs ADMM")
     for n in (500, 2000, 8000):
         X, y = make_data(n, 50, 0)
@@ -259,6 +260,15 @@ def size_sweep() -> None:
         else:
             cvx = "CLARABEL skipped (> 2000 rows: canonicalisation + KKT too slow on 2 cores)"
         print(f"n={n:6d}: ADMM {t_ours:.2f}s it={res.state.it} cert={res.state.certificate:.1e}; {cvx}")
+    print("\n== size sweep (cone form, d=50, P=50, beta=1e-3): interior point, own certificate")
+    for n in (500, 1000, 2000):
+        X, y = make_data(n, 50, 0)
+        prog = TwoLayerReLU(X, y, n_patterns=50, beta=1e-3, seed=0)
+        t0 = time.perf_counter()
+        res = IPMReLU(prog, tol=TARGET, max_iter=200).run()
+        print(f"n={n:6d}: IPM {time.perf_counter() - t0:.2f}s it={res.state.it} "
+              f"cert={res.state.certificate:.1e} violation={res.state.violation:.1e} "
+              f"converged={res.converged}")
 
 
 def conv_cases(quick: bool) -> tuple[float, float]:

@@ -92,8 +92,8 @@ class BlockSystem:
     def _adjoint(self, R: torch.Tensor, XT: torch.Tensor) -> torch.Tensor:
         n, c = R.shape
         N = self.Ds.shape[1]
-        if c == 1:
-            return (XT @ (self.Ds * R)).T.unsqueeze(-1)
+        if c == 1:  # (Ds R)^T X^T^T: the (N, d) result comes out contiguous
+            return ((self.Ds * R).T @ XT.T).unsqueeze(-1)
         Z = (self.Ds.unsqueeze(-1) * R.unsqueeze(1)).reshape(n, N * c)
         return (XT @ Z).reshape(-1, N, c).permute(1, 0, 2)
 
