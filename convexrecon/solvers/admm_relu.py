@@ -50,7 +50,10 @@ class ADMMState(State):
     """ADMM state at the fixed-point variable ``z`` (flat; the cone part weighted
     by ``sqrt(gamma)``). ``x`` is the (group-sparse) ``q`` in program format;
     ``q, u, lam`` (and ``s, nu``) the ADMM variables derived from ``z``; ``g`` the
-    fixed-point residual ``T(z) - z``; ``rho`` the current penalty."""
+    fixed-point residual ``T(z) - z`` (norm ``g_norm``); ``rho`` the current
+    penalty. Gated form: ``AU`` the fit ``A u`` and ``G = A^T (Y - A u)`` of the last
+    least-squares step, ``primal`` the objective at ``q`` once certified.
+    ``dual_residual`` is updated on the iterations that may adapt ``rho``."""
 
     z: Any = None
     g: Any = None
