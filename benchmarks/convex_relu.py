@@ -45,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from convexrecon.perf import retain_freed_memory  # noqa: E402
 from convexrecon.programs.relu import GatedReLU, TwoLayerReLU  # noqa: E402
 from convexrecon.solvers.admm_relu import ADMMGated, ADMMReLU  # noqa: E402
 from convexrecon.solvers.ipm_relu import IPMReLU  # noqa: E402
@@ -296,6 +297,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    retain_freed_memory()  # the same for every method: see convexrecon.perf
     repeats = args.repeats or (1 if args.quick else 3)
     n, d, P = (200, 20, 20) if args.quick else (500, 50, 50)
     print(f"convex_relu benchmark: quick={args.quick} threads={args.threads} repeats={repeats} "

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from convexrecon.perf import retain_freed_memory
 from convexrecon.programs.relu_conv import ConvTwoLayerReLU
 from convexrecon.programs.relu_conv_cone import ConvReLUAugLag, ConvTwoLayerReLUCone
 from convexrecon.solvers.fista import FISTA
@@ -185,6 +186,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    retain_freed_memory()  # see convexrecon.perf
     out = run_conv_cases(quick=args.quick)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, beta = {BETA_FRAC} beta_max,"
           f" P = {N_PATTERNS}, float32")

@@ -59,6 +59,8 @@ def version() -> None:
 
 def main() -> None:
     """Entry point of the ``convexrecon`` console script."""
+    from convexrecon.perf import retain_freed_memory
+    retain_freed_memory()  # long solver runs: no page faults on reused temporaries
     app()
 
 
