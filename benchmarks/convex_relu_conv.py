@@ -12,7 +12,10 @@ Cases:
 * ``relu-*``: the cone-constrained ReLU form (per output channel; no target),
   augmented Lagrangian with inner FISTA, on both sizes; reported, not targeted.
 
-Run: ``.venv/bin/python benchmarks/convex_relu_conv.py [--quick] [--threads N]``.
+Run: ``.venv/bin/python benchmarks/convex_relu_conv.py [--quick] [--threads N]
+[--small] [--no-retain]`` (``--small``: only the gated 16x64 case; ``--no-retain``:
+without :func:`convexrecon.perf.retain_freed_memory`, to see the page-fault cost).
+Gated rows report system time and page faults.
 ``run_conv_cases(quick=...)`` returns a dict with ``conv_seconds``, ``conv_gap``
 (the 16x64x64 gated case) and ``rows`` (printable tuples).
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import resource
 import time
 from pathlib import Path
 
@@ -113,6 +117,7 @@ def gated_case(n: int, size: int, k: int, *, tol: float = 1e-3, max_iter: int = 
                dtype=torch.float32) -> dict:
     """Build and solve one gated case; returns timings and certificates."""
     X, Y = dealias_task(n, size)
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     prog = ConvTwoLayerReLU(X.to(dtype), Y.to(dtype), kernel_size=k, n_patterns=N_PATTERNS,
                             beta=1.0, seed=0)
@@ -122,13 +127,15 @@ def gated_case(n: int, size: int, k: int, *, tol: float = 1e-3, max_iter: int = 
     t_lip = time.perf_counter() - t0 - t_build
     res = FISTA(prog, tol=tol, max_iter=max_iter, check_every=5).run()
     total = time.perf_counter() - t0
+    ru = resource.getrusage(resource.RUSAGE_SELF)
     gap = prog.certificate(res.x)
     r2 = float((prog.predict(res.x) - prog.Y).pow(2).sum() / prog.Y.pow(2).sum())
     zf = float((X - Y).pow(2).sum() / Y.pow(2).sum())
     return dict(case=f"gated-{n}x{size} k{k}", seconds=total, build=t_build, lipschitz_s=t_lip,
                 iters=res.state.it, gap=gap, objective=prog.value(res.x), lip=lip,
                 rel_err=r2, zf_err=zf, pattern_check=prog.pattern_check(res.x),
-                converged=res.converged, x=res.x, prog=prog)
+                converged=res.converged, x=res.x, prog=prog,
+                sys_s=ru.ru_stime - ru0.ru_stime, faults=ru.ru_minflt - ru0.ru_minflt)
 
 
 def relu_case(n: int, size: int, k: int, *, time_budget: float, inner_iter: int,
@@ -170,7 +177,8 @@ def run_conv_cases(*, quick: bool) -> dict:
 def _row(r: dict) -> tuple:
     return (r["case"], f"{r['seconds']:.1f}s", f"it={r['iters']}", f"gap={r['gap']:.2e}",
             f"obj={r['objective']:.4g}", f"relerr={r['rel_err']:.3f} (zf {r['zf_err']:.3f})",
-            f"fresh={r['pattern_check']:.2f}", f"lipschitz {r['lipschitz_s']:.1f}s")
+            f"fresh={r['pattern_check']:.2f}", f"lipschitz {r['lipschitz_s']:.1f}s",
+            f"system {r['sys_s']:.1f}s, {r['faults'] / 1e6:.2f}M page faults")
 
 
 def _relu_row(r: dict) -> tuple:
@@ -183,10 +191,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter run (< 5 min)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--no-retain", action="store_true",
+                    help="leave glibc's malloc as it is (to see the page-fault cost)")
+    ap.add_argument("--small", action="store_true", help="only the gated 16x64x64 case")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    retain_freed_memory()  # see convexrecon.perf
+    if not args.no_retain:
+        retain_freed_memory()  # see convexrecon.perf
+    if args.small:
+        torch.set_flush_denormal(True)
+        print(" | ".join(_row(gated_case(16, 64, 5))))
+        return
     out = run_conv_cases(quick=args.quick)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, beta = {BETA_FRAC} beta_max,"
           f" P = {N_PATTERNS}, float32")

@@ -3,10 +3,10 @@
 glibc's ``malloc`` serves large blocks (above its mmap threshold) with fresh ``mmap``
 calls and hands freed memory at the top of the heap back to the kernel (above its
 trim threshold). An iterative solver that allocates the same large temporaries every
-iteration then page-faults them in again each time: on the convolutional ReLU
-programs this machine spent more time in the kernel than in the solver (4.6 million
-page faults, 12 s of system time in an 18 s run; 0.3 s and 8 s with
-:func:`retain_freed_memory`).
+iteration then page-faults them in again each time: on a convolutional ReLU
+program this machine spent half its time in the kernel (3.5 million page faults,
+8.6 s of system time in a 16.5 s run; 8.6 s in all with :func:`retain_freed_memory`;
+``benchmarks/convex_relu_conv.py --small [--no-retain]``).
 
 Library code never calls this: it changes the whole process. The CLI and the
 benchmarks do; call it at the start of your own scripts, or set the environment
