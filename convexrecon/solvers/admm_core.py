@@ -14,7 +14,7 @@ import torch
 
 from convexrecon.errors import InputError
 
-__all__ = ["BlockSystem", "Anderson"]
+__all__ = ["BlockSystem", "Anderson", "cholesky_solve"]
 
 
 class BlockSystem:
@@ -68,14 +68,14 @@ class BlockSystem:
 
     def kernel_solve(self, B: torch.Tensor, rho: float) -> torch.Tensor:
         """``(K + rho I)^{-1} B`` for ``B`` of shape ``(dim K, c)``."""
-        return _cholesky_solve(self.factor(rho), B)
+        return cholesky_solve(self.factor(rho), B)
 
     def rough_kernel_solve(self, B: torch.Tensor, rho: float) -> torch.Tensor:
         """``(K + rho I)^{-1} B`` in single precision (twice as fast, not cached), for
         estimates such as a starting penalty; ``rho`` is raised where float32 needs it."""
         K32 = self.K.to(torch.float32)
         rho = max(float(rho), 1e-6 * max(self.mean_eigenvalue, 1e-300))
-        return _cholesky_solve(_shifted_cholesky(K32, rho), B.to(torch.float32)).to(B.dtype)
+        return cholesky_solve(_shifted_cholesky(K32, rho), B.to(torch.float32)).to(B.dtype)
 
     def apply(self, U: torch.Tensor) -> torch.Tensor:
         """``A U = sum_j s_j D_j X U_j``: ``(N, d, c) -> (n, c)``."""
@@ -157,7 +157,7 @@ def _shifted_cholesky(K: torch.Tensor, shift: float) -> torch.Tensor:
                      f"{shift:.3g} (non-finite data?)")
 
 
-def _cholesky_solve(L: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+def cholesky_solve(L: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """``(L L^T)^{-1} B`` by two triangular solves (much faster than
     ``torch.cholesky_solve`` for a few right-hand sides)."""
     return torch.linalg.solve_triangular(

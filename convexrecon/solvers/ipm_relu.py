@@ -60,6 +60,7 @@ from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import TwoLayerReLU
 from convexrecon.programs.relu_certificates import relu_gap
+from convexrecon.solvers.admm_core import cholesky_solve
 from convexrecon.solvers.base import Result, Solver, State
 from convexrecon.solvers.soc import (identity, jprod, jsolve, lin_step, nt_scaling,
                                      soc_step, w_apply)
@@ -100,6 +101,11 @@ class IPMState(State):
     failed: bool = False
 
 
+def _complementarity(sl, zl, ss, zs, degree: int) -> float:
+    """``s^T z / degree`` over the linear and second-order cones."""
+    return (float((sl * zl).sum()) + float((ss * zs).sum())) / degree
+
+
 class _Structure:
     """The program's data in internal units and the maps ``A``, ``G`` on ``(d, N)``."""
 
@@ -109,6 +115,7 @@ class _Structure:
         self.X, self.Xt = X, X.T.contiguous()
         self.n, self.d = X.shape
         self.P, self.N = data.P, 2 * data.P
+        self.degree = self.n * self.N + self.N   # cone degree: n per block plus one SOC
         scale = 1.0 / math.sqrt(data.beta)
         self.c2 = scale * scale
         self.Ds = torch.cat([data.Dm, -data.Dm], 1) * scale   # (n, N)
@@ -189,7 +196,7 @@ class _Newton:
         """``(A^T A + B)^-1 r`` by Woodbury."""
         S = self.S
         v = self._binv(r)
-        q = torch.cholesky_solve(S.A(v)[:, None], self.LK)[:, 0]
+        q = cholesky_solve(self.LK, S.A(v)[:, None])[:, 0]
         return v - self._binv(S.AT(q))
 
     def solve(self, rc_l: torch.Tensor, rc_s: torch.Tensor):
@@ -304,15 +311,15 @@ class IPMReLU(Solver[IPMState]):
         if not nw.ok:
             st.failed = True
             return st
-        degree = S.n * S.N + S.N
-        mu = (float((st.sl * st.zl).sum()) + float((st.ss * st.zs).sum())) / degree
+        degree = S.degree
+        mu = _complementarity(st.sl, st.zl, st.ss, st.zs, degree)
         # predictor (affine scaling)
         rc_l = -nw.laml * nw.laml
         rc_s = -jprod(nw.lams, nw.lams)
         _, _, dsl, dss, dzl, dzs = nw.solve(rc_l, rc_s)
         a_aff = min(1.0, nw.max_step(dsl, dss, dzl, dzs))
-        mu_aff = (float(((st.sl + a_aff * dsl) * (st.zl + a_aff * dzl)).sum())
-                  + float(((st.ss + a_aff * dss) * (st.zs + a_aff * dzs)).sum())) / degree
+        mu_aff = _complementarity(st.sl + a_aff * dsl, st.zl + a_aff * dzl,
+                                  st.ss + a_aff * dss, st.zs + a_aff * dzs, degree)
         if not (math.isfinite(a_aff) and math.isfinite(mu_aff)):
             st.failed = True
             return st
@@ -347,15 +354,13 @@ class IPMReLU(Solver[IPMState]):
         prog, S = self.program, self.S
         beta = prog.data.beta
         x = self._to_x(self._repair(st.U))
-        mz = st.zl * beta
-        mult = (mz[:, : S.P, None], mz[:, S.P:, None])
+        mult = self._multipliers(st.zl)
         V, W = self._to_x(st.U)
         lam = prog.data.Y - prog.data.apply(V - W)               # residual at the iterate
         st.x, st.multipliers = x, mult
         st.violation = prog.violation(x)
         st.gap = relu_gap(prog, x, multipliers=mult, dual=lam).relative
-        degree = S.n * S.N + S.N
-        st.mu = beta * (float((st.sl * st.zl).sum()) + float((st.ss * st.zs).sum())) / degree
+        st.mu = beta * _complementarity(st.sl, st.zl, st.ss, st.zs, S.degree)
         if self.stop == "kkt":
             st.kkt = prog.kkt(x, multipliers=mult).max
             return max(st.gap, st.kkt)
@@ -373,7 +378,11 @@ class IPMReLU(Solver[IPMState]):
         """Cone multipliers ``(mu_v, mu_w)`` (each ``(n, P, 1)``) at ``st``."""
         if st.multipliers is not None:
             return st.multipliers
-        mz = st.zl * self.program.data.beta
+        return self._multipliers(st.zl)
+
+    def _multipliers(self, zl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear-cone duals ``(n, N)`` (internal units) -> ``(mu_v, mu_w)``."""
+        mz = zl * self.program.data.beta
         return mz[:, : self.S.P, None], mz[:, self.S.P:, None]
 
     # -- helpers --------------------------------------------------------------------
