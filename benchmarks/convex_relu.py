@@ -14,11 +14,15 @@ patterns. p* comes from CLARABEL at tolerance 1e-10.
 
 Peers reach the accuracy by a ladder of their own tolerances: the time reported is
 that of the loosest setting that reaches it (the fairest for them). cvxpy times are
-given with canonicalisation (wall) and without (solver_stats.solve_time); ratios use
-the solver-only time. convexrecon's solvers stop on their own certificate, not on
-p*: the relative duality gap (tol 1e-4) and, for the cone form, the violation (<=
-1e-6) at the returned point, which the interior-point method makes exactly feasible
-by a shift along each block's gate. Parameters are set by fixed rules (ADMM: penalty
+given three ways: with canonicalisation (wall), without it (the solver call: the
+solver's own setup, e.g. SCS's factorisation of its KKT matrix, plus its iterations;
+cvxpy's ``problem._solve_time``), and the iterations alone
+(``solver_stats.solve_time``, which for SCS leaves out its setup). Ratios use the
+solver call, since convexrecon's time includes its own factorisation too; the ratio
+against the iterations alone is printed beside it. convexrecon's solvers stop on
+their own certificate, not on p*: the relative duality gap (tol 1e-4) and, for the
+cone form, the violation (<= 1e-6) at the returned point, which the interior-point
+method makes exactly feasible by a shift along each block's gate. Parameters are set by fixed rules (ADMM: penalty
 from the least-squares fit plus magnitude balancing; interior point: Mehrotra's
 centring rule), not per instance. Their time includes the factorisation (after one
 untimed warm-up on a tiny problem). Informational rows (not in the ratio): the
@@ -81,30 +85,36 @@ def cvx_run(prog, solver: str, eps: float):
         try:
             problem.solve(solver=solver, **opts)
         except Exception as exc:  # solver failure: report, do not crash the run
-            return None, time.perf_counter() - t0, math.nan, str(exc)[:60]
+            return None, (time.perf_counter() - t0, math.nan, math.nan), str(exc)[:60]
     wall = time.perf_counter() - t0
+    call = getattr(problem, "_solve_time", None)  # cvxpy's timer around the solver call
     stats = problem.solver_stats
-    solve_t = float(stats.solve_time) if stats and stats.solve_time else math.nan
+    iters = float(stats.solve_time) if stats and stats.solve_time else math.nan
+    times = (wall, float(call) if call else math.nan, iters)
     try:
         x = to_x()
     except Exception:
-        return None, wall, solve_t, str(problem.status)
-    return x, wall, solve_t, str(problem.status)
+        return None, times, str(problem.status)
+    return x, times, str(problem.status)
 
 
 def ladder_cvx(prog, solver: str, p_star: float, eps_list):
     """Loosest eps reaching the target; returns a row dict."""
     for eps in eps_list:
-        x, wall, solve_t, status = cvx_run(prog, solver, eps)
+        x, (wall, call, iters), status = cvx_run(prog, solver, eps)
         if x is None:
             continue
         gap = rel_gap(prog, x, p_star)
         if abs(gap) <= TARGET and feasible(prog, x):
             return dict(method=f"cvxpy+{solver}", setting=f"eps={eps:g}", wall=wall,
-                        solve=solve_t, gap=gap, ok=True,
-                        rerun=lambda eps=eps: cvx_run(prog, solver, eps)[1:3])
-    return dict(method=f"cvxpy+{solver}", setting="not reached", wall=math.nan,
-                solve=math.nan, gap=math.nan, ok=False)
+                        solve=call, iters=iters, gap=gap, ok=True,
+                        rerun=lambda eps=eps: cvx_run(prog, solver, eps)[1])
+    return _failed(f"cvxpy+{solver}", "not reached")
+
+
+def _failed(method: str, setting: str) -> dict:
+    return dict(method=method, setting=setting, wall=math.nan, solve=math.nan,
+                iters=math.nan, gap=math.nan, ok=False)
 
 
 def scnn_run(prog, tol: float):
@@ -149,19 +159,17 @@ def ladder_scnn(prog, p_star: float, tols):
     try:
         import scnn  # noqa: F401
     except Exception:
-        return dict(method=name, setting="not installed", wall=math.nan, solve=math.nan,
-                    gap=math.nan, ok=False)
+        return _failed(name, "not installed")
     for tol in tols:
         try:
             value, viol, wall = scnn_run(prog, tol)
         except Exception as exc:
-            return dict(method=name, setting=f"failed: {str(exc)[:40]}", wall=math.nan,
-                        solve=math.nan, gap=math.nan, ok=False)
+            return _failed(name, f"failed: {str(exc)[:40]}")
         gap = (value - p_star) / abs(p_star)
         if abs(gap) <= TARGET and viol <= FEAS:
-            return dict(method=name, setting=f"tol={tol:g}", wall=wall, solve=wall, gap=gap, ok=True)
-    return dict(method=name, setting="not reached", wall=math.nan, solve=math.nan,
-                gap=math.nan, ok=False)
+            return dict(method=name, setting=f"tol={tol:g}", wall=wall, solve=wall, iters=wall,
+                        gap=gap, ok=True)
+    return _failed(name, "not reached")
 
 
 def ours(prog, p_star: float, repeats: int, cls: type, **opts):
@@ -176,7 +184,7 @@ def ours(prog, p_star: float, repeats: int, cls: type, **opts):
         t0 = time.perf_counter()
         out["res"] = cls(prog, tol=TARGET, max_iter=max_iter, **opts).run()
         t = time.perf_counter() - t0
-        return t, t
+        return t, t, t
 
     times = [once()[0] for _ in range(repeats)]
     res = out["res"]
@@ -188,8 +196,8 @@ def ours(prog, p_star: float, repeats: int, cls: type, **opts):
     evals = getattr(res.state, "n_evals", None)
     setting = f"it={res.state.it}" + (f" ev={evals}" if evals else "") + \
         f" cert={res.state.certificate:.1e}"
-    return dict(method=name[:22], setting=setting, wall=t, solve=t, gap=gap, ok=ok,
-                rerun=once, walls=times, solves=list(times))
+    return dict(method=name[:22], setting=setting, wall=t, solve=t, iters=t, gap=gap, ok=ok,
+                rerun=once, walls=times, solves=list(times), iterss=list(times))
 
 
 def retime(rows, repeats: int, limit: float = 5.0) -> None:
@@ -197,17 +205,18 @@ def retime(rows, repeats: int, limit: float = 5.0) -> None:
     round-robin (so that a change of machine load hits them alike), ``repeats``
     more times each; rows get the medians of all their runs. Short runs on this
     shared machine vary by +-30% from one run to the next."""
+    keys = ("wall", "solve", "iters")
     timed = [r for r in rows if r["ok"] and r.get("rerun") and r["solve"] < limit]
     for r in timed:
-        r.setdefault("walls", [r["wall"]])
-        r.setdefault("solves", [r["solve"]])
+        for k in keys:
+            r.setdefault(k + "s", [r[k]])
     for _ in range(repeats):
         for r in timed:
-            wall, solve_t = r["rerun"]()
-            r["walls"].append(wall)
-            r["solves"].append(solve_t)
+            for k, t in zip(keys, r["rerun"]()):
+                r[k + "s"].append(t)
     for r in timed:
-        r["wall"], r["solve"] = statistics.median(r["walls"]), statistics.median(r["solves"])
+        for k in keys:
+            r[k] = statistics.median(r[k + "s"])
         r["setting"] += f" n={len(r['solves'])}"
 
 
@@ -215,7 +224,7 @@ def run_case(form: str, n: int, d: int, P: int, beta: float, seed: int, repeats:
     X, y = make_data(n, d, seed)
     cls = GatedReLU if form == "gated" else TwoLayerReLU
     prog = cls(X, y, n_patterns=P, beta=beta, seed=seed)
-    ref, _, _, status = cvx_run(prog, "CLARABEL", 1e-10)
+    ref, _, status = cvx_run(prog, "CLARABEL", 1e-10)
     p_star = prog.value(ref)
     rows = [ours(prog, p_star, repeats, ADMMGated if form == "gated" else IPMReLU)]
     ladder = [1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 1e-7, 1e-8]  # half decades: fair to the peers
@@ -227,19 +236,22 @@ def run_case(form: str, n: int, d: int, P: int, beta: float, seed: int, repeats:
     if form == "relu":  # informational rows, not in the ratio
         extras.append(ours(prog, p_star, repeats, IPMReLU, stop="kkt"))
         extras.append(ours(prog, p_star, 1, ADMMReLU, stop="gap"))
-    ratio_fast = rows[0]["wall"]
+    ours_t = rows[0]["wall"] if rows[0]["ok"] else math.nan
     peers = [r["solve"] for r in rows[1:] if r["ok"]]
-    speedup = (min(peers) / ratio_fast) if peers and rows[0]["ok"] else math.nan
+    speedup = min(peers) / ours_t if peers else math.nan
     print(f"\n== {form}: n={n} d={d} P={prog.D.shape[1]} beta={beta:g} seed={seed} "
           f"p*={p_star:.10g} (CLARABEL 1e-10, {status})")
-    print(f"{'method':22s} {'setting':26s} {'time(s)':>9s} {'solve-only':>10s} {'rel gap':>10s} ok  ratio")
-    for r in rows:
-        ratio = r["solve"] / rows[0]["wall"] if r["ok"] and rows[0]["ok"] else math.nan
-        print(f"{r['method']:22s} {r['setting']:26s} {r['wall']:9.3f} {r['solve']:10.3f} "
-              f"{r['gap']:10.2e} {'y' if r['ok'] else 'n'}  {ratio:6.1f}x")
-    for r in extras:
-        print(f"{r['method']:22s} {r['setting']:26s} {r['wall']:9.3f} {r['solve']:10.3f} "
-              f"{r['gap']:10.2e} {'y' if r['ok'] else 'n'}  (information, not in the ratio)")
+    print(f"{'method':22s} {'setting':26s} {'wall(s)':>9s} {'solver(s)':>9s} {'iters(s)':>9s} "
+          f"{'rel gap':>10s} ok  ratio (iters)")
+    for r in rows + extras:
+        row = (f"{r['method']:22s} {r['setting']:26s} {r['wall']:9.3f} {r['solve']:9.3f} "
+               f"{r['iters']:9.3f} {r['gap']:10.2e} {'y' if r['ok'] else 'n'}  ")
+        if r in extras:
+            print(row + "(information, not in the ratio)")
+        else:
+            print(row + f"{r['solve'] / ours_t:6.1f}x ({r['iters'] / ours_t:.1f}x)")
+    print("wall: with cvxpy's canonicalisation; solver: the solver call (its setup + "
+          "iterations; the ratio's basis); iters: the solver's iterations alone.")
     print("pyscnn mapping: its objective is ||.||^2/(2n) + lam sum ||W_i||, so lam = beta/n; "
           "unitize_data=False, no bias, same gates: the same program up to the factor n.")
     return speedup, rows[0]["gap"]
@@ -256,8 +268,8 @@ def size_sweep() -> None:
         res = ADMMGated(prog, tol=TARGET, max_iter=20000).run()
         t_ours = time.perf_counter() - t0
         if n <= 2000:
-            x, wall, solve_t, status = cvx_run(prog, "CLARABEL", 1e-6)
-            cvx = f"CLARABEL wall {wall:.2f}s solve {solve_t:.2f}s ({status})"
+            x, (wall, call, iters), status = cvx_run(prog, "CLARABEL", 1e-6)
+            cvx = f"CLARABEL wall {wall:.2f}s solver {call:.2f}s iters {iters:.2f}s ({status})"
         else:
             cvx = "CLARABEL skipped (> 2000 rows: canonicalisation + KKT too slow on 2 cores)"
         print(f"n={n:6d}: ADMM {t_ours:.2f}s it={res.state.it} cert={res.state.certificate:.1e}; {cvx}")

@@ -177,9 +177,11 @@ class Anderson:
     :meth:`push`; :meth:`extrapolate` returns the mixed point
     ``x_k + g_k - (dX + dG) gamma`` with ``gamma`` the (Tikhonov-regularised)
     least-squares fit of ``g_k`` by ``dG``, or ``None`` while the memory is empty.
-    The differences live in preallocated ring buffers and their Gram matrix is
-    updated one row per push, so a step costs ``O(m N)``. The caller safeguards
-    (accepts the point only if the residual decreases).
+    The differences and their sums ``dX + dG`` live in preallocated ring buffers
+    and the ``m x m`` Gram matrix of ``dG`` (kept in numpy: LAPACK on a tiny
+    system costs a tenth of torch's checked solve) is updated one row per push,
+    so a step costs ``O(m N)``. The caller safeguards (accepts the point only if
+    the residual decreases).
     """
 
     def __init__(self, memory: int = 8, *, reg: float = 1e-10) -> None:
@@ -189,6 +191,8 @@ class Anderson:
         self.reg = float(reg)
         self.dX: torch.Tensor | None = None
         self.dG: torch.Tensor | None = None
+        self.S: torch.Tensor | None = None  # dX + dG
+        self.H = np.zeros((self.m, self.m))
         self.reset()
 
     def reset(self) -> None:
@@ -201,16 +205,16 @@ class Anderson:
     def push(self, x: torch.Tensor, g: torch.Tensor) -> None:
         """Record the accepted iterate ``x`` and its residual ``g``."""
         if self.x is not None:
-            if self.dX is None or self.dX.shape[1] != x.numel() or self.dX.dtype != x.dtype:
-                self.dX = x.new_zeros(self.m, x.numel())
-                self.dG = x.new_zeros(self.m, x.numel())
-                self.H = x.new_zeros(self.m, self.m)
+            if self.dX is None or self.dX.shape[1] != x.numel() or self.dX.dtype != x.dtype \
+                    or self.dX.device != x.device:
+                self.dX, self.dG, self.S = (x.new_zeros(self.m, x.numel()) for _ in range(3))
             k = self.head
             torch.sub(x, self.x, out=self.dX[k])
             torch.sub(g, self.g, out=self.dG[k])
+            torch.add(self.dX[k], self.dG[k], out=self.S[k])
             self.count = min(self.count + 1, self.m)
             self.head = (k + 1) % self.m
-            row = self.dG[: self.count] @ self.dG[k]
+            row = _to_numpy(self.dG[: self.count] @ self.dG[k])
             self.H[k, : self.count] = row
             self.H[: self.count, k] = row
         self.x, self.g = x, g
@@ -220,18 +224,21 @@ class Anderson:
         if not self.count or self.x is None:
             return None
         c = self.count
-        dG, dX = self.dG[:c], self.dX[:c]
-        H = self.H[:c, :c].clone()
-        scale = float(H.diagonal().max())
+        H = self.H[:c, :c]
+        scale = H.diagonal().max()
         if not scale > 0:
             return None
-        H.diagonal().add_(self.reg * scale)
-        # an m x m system: LAPACK through numpy costs a tenth of torch's checked solve
+        rhs = _to_numpy(self.dG[:c] @ self.g)
         try:
-            coef = np.linalg.solve(H.cpu().double().numpy(), (dG @ self.g).cpu().double().numpy())
+            coef = np.linalg.solve(H + (self.reg * scale) * np.eye(c), rhs)
         except np.linalg.LinAlgError:
             return None
         if not np.isfinite(coef).all():
             return None
-        gamma = torch.from_numpy(coef).to(dX)
-        return self.x + self.g - gamma @ (dX + dG)
+        gamma = torch.from_numpy(coef).to(self.S)
+        return torch.addmv(self.x + self.g, self.S[:c].T, gamma, alpha=-1.0)
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A small tensor as a float64 numpy array (copied off the device)."""
+    return t.detach().to("cpu", torch.float64).numpy()
