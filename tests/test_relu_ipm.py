@@ -9,7 +9,10 @@ import torch
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import GatedReLU, Patterns, TwoLayerReLU
 from convexrecon.solvers import soc
+from convexrecon.solvers.admm_relu import ADMMReLU
+from convexrecon.solvers.columns import Columnwise
 from convexrecon.solvers.ipm_relu import IPMReLU
+from convexrecon.solvers.solve import solve
 from test_relu import cvx_solve, make_data
 
 CASES = [(50, 5, 10, 1e-2, 0), (100, 10, 10, 1e-1, 1), (200, 20, 20, 1e-3, 2)]
@@ -103,7 +106,7 @@ def test_ipm_bad_input():
     with pytest.raises(InputError, match="TwoLayerReLU"):
         IPMReLU(GatedReLU(X, y, n_patterns=5, beta=1e-2))
     X2, Y2 = make_data(40, 4, c=2)
-    with pytest.raises(InputError, match="ADMMReLU"):
+    with pytest.raises(InputError, match="Columnwise"):
         IPMReLU(TwoLayerReLU(X2, Y2, n_patterns=5, beta=1e-2))
     with pytest.raises(InputError, match="x0"):
         IPMReLU(prog).run(prog.zeros())
@@ -174,3 +177,99 @@ def test_repair_shifts_along_gates_and_skips_stuck_blocks(solved):
     solver.absXg[row, 0] = 0.0
     fixed = solver._repair(U)
     assert torch.equal(fixed[:, 0], U[:, 0]) and float(solver.S.G(fixed)[:, 1:].min()) >= 0.0
+
+
+def test_ipm_is_invariant_to_the_scale_of_the_data():
+    """(kappa X, sigma y, sigma kappa beta) is the same program in u sigma / kappa: the
+    run is the same; a large target with beta kept (which once stalled) still solves."""
+    X, Y = make_data(80, 6, seed=5, c=2)
+    y = Y[:, 1]
+    prog = TwoLayerReLU(X, y, n_patterns=12, beta=1e-2, seed=0)
+    kappa, sigma = 100.0, 1e-3
+    scaled = TwoLayerReLU(kappa * X, sigma * y, n_patterns=12, beta=1e-2 * sigma * kappa, seed=0)
+    assert torch.equal(scaled.D, prog.D)
+    a, b = IPMReLU(prog, tol=1e-6).run(), IPMReLU(scaled, tol=1e-6).run()
+    assert a.converged and b.converged and a.state.it == b.state.it
+    for ua, ub in zip(a.x, b.x):
+        assert torch.allclose(ub, ua * (sigma / kappa), rtol=1e-6, atol=1e-9 * sigma / kappa)
+    for ma, mb in zip(a.state.multipliers, b.state.multipliers):
+        # multipliers at a 1e-6 gap are determined less sharply than the point
+        assert float((mb - ma * sigma).abs().max()) <= 1e-3 * sigma * float(ma.max())
+    assert scaled.value(b.x) == pytest.approx(sigma ** 2 * prog.value(a.x), rel=1e-8)
+    big = TwoLayerReLU(X, 30.0 * y, n_patterns=12, beta=1e-2, seed=0)
+    problem, _ = cvx_solve(big)
+    res = IPMReLU(big, tol=1e-6).run()
+    assert res.converged and res.state.it < 50
+    assert abs(big.value(res.x) - problem.value) <= 1e-5 * problem.value
+
+
+# -- several output columns: one interior-point run per column -------------------------
+def test_columnwise_matches_cvxpy_on_two_outputs():
+    X, Y = make_data(80, 6, seed=5, c=2)
+    prog = TwoLayerReLU(X, Y, n_patterns=12, beta=1e-2, seed=0)
+    problem, _ = cvx_solve(prog)
+    p_star = problem.value
+    res = solve(prog, tol=1e-5)
+    assert res.method == "ipm" and res.converged
+    V, W = res.x
+    assert V.shape == W.shape == (prog.data.P, prog.data.d, 2)
+    val = prog.value(res.x)
+    assert abs(val - p_star) <= 1e-4 * p_star
+    assert prog.violation(res.x) <= 1e-6
+    st = res.state
+    assert len(st.columns) == 2 and st.it == sum(c.it for c in st.columns)
+    assert st.certificate == max(c.certificate for c in st.columns) <= 1e-5
+    # the largest column certificate bounds the whole program's suboptimality
+    assert (val - p_star) / val <= st.certificate + 1e-9
+    assert all(m.shape == (prog.data.n, prog.data.P, 2) for m in st.multipliers)
+    assert res.history.iteration == sorted(res.history.iteration)
+    assert res.history.iteration[-1] == st.it
+
+
+def test_column_programs_sum_to_the_program():
+    X, Y = make_data(60, 5, seed=6, c=3)
+    prog = TwoLayerReLU(X, Y, n_patterns=8, beta=1e-2, seed=0)
+    g = torch.Generator().manual_seed(0)
+    V, W = (torch.randn(prog.data.block_shape, generator=g, dtype=torch.float64) for _ in range(2))
+    parts = [prog.column(j) for j in range(3)]
+    assert all(torch.equal(p.D, prog.D) and p.data.c == 1 for p in parts)
+    total = sum(p.value((V[..., j:j + 1], W[..., j:j + 1])) for j, p in enumerate(parts))
+    assert total == pytest.approx(prog.value((V, W)), rel=1e-12)
+    for bad in (-1, 3, 1.0, True):
+        with pytest.raises(InputError, match="output column"):
+            prog.column(bad)
+
+
+def test_columnwise_composes_other_solvers_and_checks_options():
+    X, Y = make_data(40, 4, seed=7, c=2)
+    prog = TwoLayerReLU(X, Y, n_patterns=6, beta=1e-1, seed=0)
+    ref = Columnwise(prog).run()
+    admm = Columnwise(prog, solver=ADMMReLU, stop="gap", tol=1e-5).run(prog.zeros())
+    assert admm.converged and ref.converged
+    assert prog.value(admm.x) == pytest.approx(prog.value(ref.x), rel=1e-4)
+    with pytest.raises(InputError, match="x0"):
+        Columnwise(prog).run(prog.zeros())
+    with pytest.raises(InputError, match="unknown option"):
+        solve(prog, method="ipm", rho=1.0)
+    with pytest.raises(InputError, match="TwoLayerReLU"):
+        Columnwise(GatedReLU(X, Y, n_patterns=6, beta=1e-1))
+
+
+def test_relu_gap_scales_each_output_column_on_its_own():
+    """The columns' dual constraints are separate, so each column's dual candidate
+    gets its own scale: valid (never above p*) and tight with unequal columns."""
+    X, Y = make_data(80, 6, seed=5, c=2)
+    prog = TwoLayerReLU(X, Y * torch.tensor([1.0, 30.0], dtype=Y.dtype), n_patterns=12,
+                        beta=1e-2, seed=0)
+    problem, _ = cvx_solve(prog)
+    res = Columnwise(prog, tol=1e-7).run()
+    gap = prog.gap(res.x, multipliers=res.state.multipliers)
+    assert gap.dual <= problem.value * (1 + 1e-9)
+    assert gap.relative <= 3e-7  # one common scale gives 1.2e-6 here
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x = tuple(torch.randn(prog.data.block_shape, generator=g, dtype=torch.float64)
+                  for _ in range(2))
+        mult = tuple(torch.rand(prog.data.n, prog.data.P, 2, generator=g, dtype=torch.float64)
+                     for _ in range(2))
+        assert prog.gap(x, multipliers=mult).dual <= problem.value

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -80,9 +82,20 @@ def test_solve_auto_reports_and_warm_starts():
     relu = TwoLayerReLU(X[:40], y[:40], n_patterns=6, beta=1e-1, seed=0)
     r = solve(relu, tol=1e-4)
     assert r.method == "ipm" and r.converged  # one output column: interior point
-    r2 = solve(TwoLayerReLU(X[:40], torch.stack([y[:40], -y[:40]], 1), n_patterns=6,
-                            beta=1e-1, seed=0), tol=1e-4)
-    assert r2.method == "admm" and r2.converged  # several columns: ADMM
+    two = TwoLayerReLU(X[:40], torch.stack([y[:40], -y[:40]], 1), n_patterns=6,
+                       beta=1e-1, seed=0)
+    r2 = solve(two, tol=1e-4)
+    assert r2.method == "ipm" and r2.converged  # several columns: one IPM run each
+    assert len(r2.state.columns) == 2 and r2.x[0].shape[-1] == 2
+
+
+def test_solve_auto_uses_admm_above_the_ipm_size(monkeypatch):
+    solve_mod = sys.modules["convexrecon.solvers.solve"]  # the package re-exports solve()
+    X, y = make_data(40, 4, seed=4)
+    prog = TwoLayerReLU(X, torch.stack([y, -y], 1), n_patterns=6, beta=1e-1, seed=0)
+    monkeypatch.setattr(solve_mod, "IPM_MAX_ROWS", 39)
+    r = solve(prog, tol=1e-4, stop="gap")
+    assert r.method == "admm" and r.converged and prog.violation(r.x) <= 1e-6
 
 
 def test_solve_rejects_bad_method_and_options():

@@ -190,6 +190,16 @@ class TwoLayerReLU(_PatternViews, Program):
         """The zero variable ``(V, W)``."""
         return self.data.zeros(), self.data.zeros()
 
+    def column(self, j: int) -> "TwoLayerReLU":
+        """The one-output program of column ``j`` (same ``X``, patterns and ``beta``).
+
+        Every column has its own block norms and cone constraints, so the program
+        is the sum of its columns' programs: its optimum is theirs stacked.
+        """
+        new = copy.copy(self)
+        new.data = self.data.column(j)
+        return new
+
     def _check(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(x, tuple) or len(x) != 2:
             raise InputError(f"x: expected a tuple (V, W), got {type(x).__name__}")

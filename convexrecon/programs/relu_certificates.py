@@ -278,10 +278,11 @@ def relu_gap(prog, x, *, multipliers, dual: torch.Tensor | None = None) -> GapRe
 
     The dual candidate is ``(lam, mu)`` with ``lam`` the residual ``Y - A x`` or,
     when given, ``dual`` (``(n, c)``; the better one is kept) and ``mu`` the
-    non-negative part of ``multipliers`` ``(mu_v, mu_w)``. The pair is scaled by
-    ``t in [0, t_max]`` into the dual feasible set, ``t`` maximising the dual
-    value, so the gap is a valid bound for any candidate. The primal value is
-    taken at ``x`` as is: read it together with the violation.
+    non-negative part of ``multipliers`` ``(mu_v, mu_w)``. Each output column of
+    the pair is scaled by its own ``t_j in [0, t_max_j]`` into the dual feasible
+    set (the columns' constraints are separate, as are their block norms), ``t_j``
+    maximising the dual value, so the gap is a valid bound for any candidate. The
+    primal value is taken at ``x`` as is: read it together with the violation.
     """
     data = prog.data
     V, W = x
@@ -297,14 +298,13 @@ def relu_gap(prog, x, *, multipliers, dual: torch.Tensor | None = None) -> GapRe
     for lam in cands:
         Z = Ds.unsqueeze(-1) * lam.unsqueeze(1) + E2.unsqueeze(-1) * mu  # (n, 2P, c)
         H = (data.X.T @ Z.reshape(n, N * c)).reshape(-1, N, c)
-        worst = float(torch.linalg.vector_norm(H, dim=0).max())
-        a, b = float(torch.sum(lam * data.Y)), float(torch.sum(lam * lam))
-        if b <= 0:
-            best = max(best, 0.0)
-            continue
-        t_max = data.beta / worst if worst > 0 else math.inf
-        t = min(max(a / b, 0.0), t_max)
-        best = max(best, t * a - 0.5 * t * t * b)
+        worst = torch.linalg.vector_norm(H, dim=0).amax(dim=0).tolist()  # per column
+        value = 0.0
+        for w_j, a, b in zip(worst, (lam * data.Y).sum(0).tolist(), (lam * lam).sum(0).tolist()):
+            if b > 0:
+                t = min(max(a / b, 0.0), data.beta / w_j if w_j > 0 else math.inf)
+                value += t * a - 0.5 * t * t * b
+        best = max(best, value)
     gap = max(primal - best, 0.0)
     denom = max(abs(primal), abs(best), 1e-300)
     return GapResult(primal=primal, dual=best, gap=gap, relative=gap / denom)

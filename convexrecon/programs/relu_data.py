@@ -193,6 +193,16 @@ class _PatternData:
         new._kernel_eig = None
         return new
 
+    def column(self, j: int) -> "_PatternData":
+        """A copy holding output column ``j`` only (same ``X`` and patterns)."""
+        if isinstance(j, bool) or not isinstance(j, int) or not 0 <= j < self.c:
+            raise InputError(f"j: expected an output column in [0, {self.c}), got {j!r}")
+        new = copy.copy(self)
+        new.Y = self.Y[:, j:j + 1].contiguous()
+        new.scalar_output = True
+        new._kernel_eig = None
+        return new
+
     # sizes
     @property
     def n(self) -> int:

@@ -3,8 +3,12 @@
 Conic form. For :class:`~convexrecon.programs.relu.TwoLayerReLU` with one output
 column, stack the ``N = 2P`` blocks as ``u_j`` (``v_i`` then ``w_i``), with signs
 ``s_j = +1`` (``v``) / ``-1`` (``w``), patterns ``D_j`` and ``E_j = 2 D_j - I``.
-The objective is divided by ``beta`` internally (``y`` and ``A`` scaled by
-``1/sqrt(beta)``) so that the second-order-cone duals are ``O(1)``:
+Internally ``y`` and ``X`` are divided by their root-mean-square entries ``sigma``
+and ``kappa`` (and ``beta`` by ``sigma kappa``: the same program in ``u kappa /
+sigma``, so that the fixed starting point is as far from the solution whatever the
+scale of the data), and the objective is divided by that ``beta`` (``y`` and ``A``
+scaled by its inverse square root) so that the second-order-cone duals are
+``O(1)``. In these units:
 
     min_{u, t}  1/2 ||A u - y||^2 + sum_j t_j,     A u = sum_j s_j D_j X u_j,
     s.t.  s_lin = E_j X u_j >= 0                    (n linear cones per block),
@@ -106,21 +110,37 @@ def _complementarity(sl, zl, ss, zs, degree: int) -> float:
     return (float((sl * zl).sum()) + float((ss * zs).sum())) / degree
 
 
+def _rms(T: torch.Tensor) -> float:
+    """Root-mean-square entry of ``T`` (1 for an all-zero ``T``)."""
+    rms = float(torch.linalg.vector_norm(T)) / math.sqrt(T.numel())
+    return rms if rms > 0 else 1.0
+
+
 class _Structure:
-    """The program's data in internal units and the maps ``A``, ``G`` on ``(d, N)``."""
+    """The program's data in internal units and the maps ``A``, ``G`` on ``(d, N)``.
+
+    Internal units: ``y`` divided by ``sigma`` and ``X`` by ``kappa``, their
+    root-mean-square entries, so ``u`` is ``kappa / sigma`` times the program's and
+    ``beta`` divided by ``sigma kappa`` (the same program, rescaled, which keeps the
+    fixed starting point equally far from every problem's solution); then ``y`` and
+    ``A`` divided by ``sqrt(beta / (sigma kappa))``. ``unit = sigma / kappa``
+    converts ``u`` back.
+    """
 
     def __init__(self, program: TwoLayerReLU) -> None:
         data = program.data
-        X = data.X
+        self.n, self.d = data.X.shape
+        self.sigma, self.kappa = _rms(data.Y), _rms(data.X)
+        self.unit = self.sigma / self.kappa
+        X = data.X / self.kappa
         self.X, self.Xt = X, X.T.contiguous()
-        self.n, self.d = X.shape
         self.P, self.N = data.P, 2 * data.P
         self.degree = self.n * self.N + self.N   # cone degree: n per block plus one SOC
-        scale = 1.0 / math.sqrt(data.beta)
+        scale = 1.0 / math.sqrt(data.beta / (self.sigma * self.kappa))
         self.c2 = scale * scale
         self.Ds = torch.cat([data.Dm, -data.Dm], 1) * scale   # (n, N)
         self.E2 = torch.cat([program.E, program.E], 1)        # (n, N)
-        self.y = data.Y[:, 0] * scale
+        self.y = data.Y[:, 0] * (scale / self.sigma)
         self.XX = (X.unsqueeze(2) * X.unsqueeze(1)).reshape(self.n, self.d * self.d)
         rows = [data.D[:, i].nonzero().flatten() for i in range(self.P)]
         self.Xp = [X[r] for r in rows]
@@ -257,7 +277,8 @@ class IPMReLU(Solver[IPMState]):
             raise InputError(f"program: expected a TwoLayerReLU, got {type(program).__name__}")
         if program.data.c != 1:
             raise InputError("program: IPMReLU expects a TwoLayerReLU with one output column, "
-                             f"got c={program.data.c} columns (use ADMMReLU for several)")
+                             f"got c={program.data.c} columns (for several: Columnwise(program), or "
+                             "solve(program, method='ipm'))")
         super().__init__(max_iter=max_iter, tol=check_positive(tol, "tol"),
                          check_every=check_every)
         self.feas_tol = check_positive(feas_tol, "feas_tol")
@@ -275,7 +296,7 @@ class IPMReLU(Solver[IPMState]):
         data = self.program.data
         g = data.patterns.gates
         self.gates = None if g is None else torch.cat([g, g], 1)            # (d, N)
-        self.absXg = None if g is None else (data.X @ self.gates).abs()     # (n, N)
+        self.absXg = None if g is None else (self.S.X @ self.gates).abs()   # (n, N)
 
     # -- protocol -------------------------------------------------------------------
     def run(self, x0: Any = None, callback: Callable[[IPMState], Any] | None = None) -> Result:
@@ -360,7 +381,7 @@ class IPMReLU(Solver[IPMState]):
         st.x, st.multipliers = x, mult
         st.violation = prog.violation(x)
         st.gap = relu_gap(prog, x, multipliers=mult, dual=lam).relative
-        st.mu = beta * _complementarity(st.sl, st.zl, st.ss, st.zs, S.degree)
+        st.mu = beta * S.unit * _complementarity(st.sl, st.zl, st.ss, st.zs, S.degree)
         if self.stop == "kkt":
             st.kkt = prog.kkt(x, multipliers=mult).max
             return max(st.gap, st.kkt)
@@ -382,13 +403,14 @@ class IPMReLU(Solver[IPMState]):
 
     def _multipliers(self, zl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Linear-cone duals ``(n, N)`` (internal units) -> ``(mu_v, mu_w)``."""
-        mz = zl * self.program.data.beta
+        mz = zl * (self.program.data.beta / self.S.kappa)
         return mz[:, : self.S.P, None], mz[:, self.S.P:, None]
 
     # -- helpers --------------------------------------------------------------------
     def _to_x(self, U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Columns ``(d, N)`` -> program variable ``(V, W)``, each ``(P, d, 1)``."""
-        Ut = U.T.unsqueeze(-1)
+        """Columns ``(d, N)`` (internal units) -> program variable ``(V, W)``, each
+        ``(P, d, 1)``."""
+        Ut = U.T.unsqueeze(-1) * self.S.unit
         return Ut[: self.S.P].contiguous(), Ut[self.S.P:].contiguous()
 
     def _repair(self, U: torch.Tensor) -> torch.Tensor:

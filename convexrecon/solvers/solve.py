@@ -6,14 +6,16 @@
 program                                     solver
 ==========================================  =================================
 ``GatedReLU`` (data matrix)                 ADMM, exact factorised steps
-``TwoLayerReLU``, one output, n <= 3000     primal-dual interior point
-``TwoLayerReLU``, otherwise                 ADMM with the cone split
+``TwoLayerReLU``, n <= 3000                 primal-dual interior point, one
+                                            output column at a time
+``TwoLayerReLU``, n > 3000                  ADMM with the cone split
 ``ConvTwoLayerReLU`` (convolutional)        FISTA with restart
 ``ConvTwoLayerReLUCone``                    augmented Lagrangian (FISTA inner)
 any other ``CompositeProgram``              FISTA with restart
 ==========================================  =================================
 
-Other methods: ``"admm"``, ``"ipm"`` (cone form, one output column), ``"fista"``,
+Other methods: ``"admm"``, ``"ipm"`` (cone form; several output columns are
+solved one at a time, :class:`~convexrecon.solvers.columns.Columnwise`), ``"fista"``,
 ``"minibatch"`` (stochastic proximal, data matrices), ``"auglag"`` (conv cone form),
 ``"cvxpy"`` (exact reference; option
 ``solver="CLARABEL"|"SCS"``). Options are forwarded to the solver's constructor and
@@ -77,7 +79,11 @@ def _build(cls: type, program: Any, opts: dict) -> Any:
                          if p.kind is p.KEYWORD_ONLY)
         raise InputError(f"opts: unknown option(s) {unknown} for {cls.__name__}; "
                          f"expected some of {allowed}")
+    from convexrecon.solvers.columns import Columnwise
+    from convexrecon.solvers.ipm_relu import IPMReLU
     try:
+        if cls is IPMReLU and program.data.c > 1:  # one output column per run
+            return Columnwise(program, solver=cls, **opts)
         return cls(program, **opts)
     except TypeError as exc:
         raise InputError(f"opts: unknown option for {cls.__name__} ({exc})") from exc
@@ -144,7 +150,7 @@ def solve(program: Any, *, method: str = "auto", x0: Any = None,
             raise InputError(f"program: expected a two-layer, convolutional or composite "
                              f"program, got {type(program).__name__}")
         method = _AUTO[kind]
-        if kind == "relu" and (program.data.c > 1 or program.data.n > IPM_MAX_ROWS):
+        if kind == "relu" and program.data.n > IPM_MAX_ROWS:
             method = "admm"
     if method == "cvxpy":
         from convexrecon.solvers.cvxpy_reference import cvxpy_reference
