@@ -4,6 +4,7 @@
 from convexrecon.solvers.admm_relu import ADMMGated, ADMMReLU
 from convexrecon.solvers.base import History, Result, Solver, State
 from convexrecon.solvers.cg import CG
+from convexrecon.solvers.columns import Columnwise
 from convexrecon.solvers.cvxpy_reference import cvxpy_reference
 from convexrecon.solvers.fista import FISTA, ISTA
 from convexrecon.solvers.ipm_relu import IPMReLU
@@ -14,5 +15,5 @@ from convexrecon.solvers.solve import SolveResult, solve
 __all__ = [
     "State", "History", "Result", "Solver",
     "ISTA", "FISTA", "CG", "PDHG", "cvxpy_reference",
-    "ADMMGated", "ADMMReLU", "IPMReLU", "MiniBatchProx", "solve", "SolveResult",
+    "ADMMGated", "ADMMReLU", "IPMReLU", "Columnwise", "MiniBatchProx", "solve", "SolveResult",
 ]
