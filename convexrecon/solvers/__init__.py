@@ -3,7 +3,7 @@
 
 from convexrecon.solvers.admm_relu import ADMMGated, ADMMReLU
 from convexrecon.solvers.base import History, Result, Solver, State
-from convexrecon.solvers.cg import CG
+from convexrecon.solvers.cg import CG, cg_solve
 from convexrecon.solvers.columns import Columnwise
 from convexrecon.solvers.cvxpy_reference import cvxpy_reference
 from convexrecon.solvers.fista import FISTA, ISTA
@@ -14,6 +14,6 @@ from convexrecon.solvers.solve import SolveResult, solve
 
 __all__ = [
     "State", "History", "Result", "Solver",
-    "ISTA", "FISTA", "CG", "PDHG", "cvxpy_reference",
+    "ISTA", "FISTA", "CG", "cg_solve", "PDHG", "cvxpy_reference",
     "ADMMGated", "ADMMReLU", "IPMReLU", "Columnwise", "MiniBatchProx", "solve", "SolveResult",
 ]
