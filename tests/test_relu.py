@@ -8,8 +8,9 @@ import torch
 
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import (GatedReLU, Patterns, TwoLayerReLU, sample_patterns)
-from convexrecon.programs.relu_recover import (GatedNet, TwoLayerNet, network_objective,
-                                               recover_network)
+from convexrecon.programs.relu_cvxpy import min_norm_cone_decomposition
+from convexrecon.programs.relu_recover import (GatedNet, TwoLayerNet, cone_decomposition,
+                                               network_objective, recover_network)
 
 
 def make_data(n: int, d: int, *, seed: int = 0, c: int = 1, noise: float = 0.1):
@@ -108,6 +109,48 @@ def test_recovered_gated_network_reproduces_optimum(c):
     assert network_objective(net, X, y, prog.beta) == pytest.approx(prog.value(U), rel=1e-6)
     with torch.no_grad():
         assert torch.allclose(net(X), prog.predict(U), atol=1e-7)
+
+
+@pytest.mark.parametrize("c", [1, 2])
+def test_cone_decomposition_gives_a_relu_network_with_the_gated_outputs(c):
+    X, y = make_data(80, 6, seed=6, c=c)
+    prog = GatedReLU(X, y, n_patterns=12, beta=1e-2, seed=2)
+    _, U = cvx_solve(prog)
+    relu, x = cone_decomposition(prog, U)
+    assert isinstance(relu, TwoLayerReLU) and torch.equal(relu.D, prog.D)
+    assert relu.violation(x) == 0.0
+    assert torch.allclose(relu.predict(x), prog.predict(U), atol=1e-10)
+    net = recover_network(relu, x)
+    assert isinstance(net, TwoLayerNet) and not isinstance(net, GatedNet)
+    with torch.no_grad():
+        assert torch.allclose(net(X), prog.predict(U), atol=1e-8)
+    assert network_objective(net, X, y, prog.beta) == pytest.approx(relu.value(x), rel=1e-6)
+    assert relu.value(x) >= prog.value(U) - 1e-12  # the decomposition costs penalty
+    # the smallest-penalty decomposition: same outputs, feasible, between the two
+    relu2, x2 = min_norm_cone_decomposition(prog, U)
+    assert relu2.violation(x2) <= 1e-12  # cvxpy's point, shifted along the gates
+    assert torch.allclose(relu2.predict(x2), prog.predict(U), atol=1e-10)
+    assert prog.value(U) - 1e-12 <= relu2.value(x2) <= relu.value(x) + 1e-9
+    _, xr = cvx_solve(relu)
+    assert relu2.value(x2) >= relu.value(xr) * (1 - 1e-6)  # a ReLU point: not below p*
+
+
+def test_cone_decomposition_bad_input():
+    X, y = make_data(20, 3, seed=1)
+    with pytest.raises(InputError, match="GatedReLU"):
+        cone_decomposition(TwoLayerReLU(X, y, n_patterns=4, beta=1e-2), None)
+    D = X @ torch.eye(3, dtype=X.dtype) >= 0
+    with pytest.raises(InputError, match="gates"):
+        cone_decomposition(GatedReLU(X, y, beta=1e-2, patterns=Patterns(D, None)),
+                           torch.zeros(3, 3, 1, dtype=X.dtype))
+    X = X.clone()
+    X[0] = torch.tensor([0.0, 1.0, 0.0])  # on the boundary of gate e_1: X_0 g_0 = 0
+    gates = torch.eye(3, dtype=X.dtype)
+    prog = GatedReLU(X, y, beta=1e-2, patterns=Patterns(X @ gates >= 0, gates))
+    U = torch.zeros(prog.data.block_shape, dtype=X.dtype)
+    U[0, 1, 0] = -1.0  # violates row 0 of pattern 0, which the gate cannot fix
+    with pytest.raises(InputError, match="pattern 0"):
+        cone_decomposition(prog, U)
 
 
 def test_pattern_check_flags_too_few_patterns():

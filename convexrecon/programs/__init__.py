@@ -16,7 +16,9 @@ from convexrecon.programs.terms import (
 from convexrecon.programs.relu import GatedReLU, Patterns, TwoLayerReLU, sample_patterns
 from convexrecon.programs.relu_conv import ConvTwoLayerReLU, GatedConvNet
 from convexrecon.programs.relu_conv_cone import ConvTwoLayerReLUCone
-from convexrecon.programs.relu_recover import GatedNet, TwoLayerNet, network_objective, recover_network
+from convexrecon.programs.relu_cvxpy import min_norm_cone_decomposition
+from convexrecon.programs.relu_recover import (GatedNet, TwoLayerNet, cone_decomposition,
+                                               network_objective, recover_network)
 from convexrecon.programs.tv import TV, TVProgram
 
 __all__ = [
@@ -25,5 +27,6 @@ __all__ = [
     "RegularizedLeastSquares", "L1WaveletProgram", "TikhonovProgram", "TVProgram",
     "GatedReLU", "TwoLayerReLU", "Patterns", "sample_patterns",
     "ConvTwoLayerReLU", "ConvTwoLayerReLUCone", "GatedConvNet",
-    "TwoLayerNet", "GatedNet", "recover_network", "network_objective",
+    "TwoLayerNet", "GatedNet", "recover_network", "network_objective", "cone_decomposition",
+    "min_norm_cone_decomposition",
 ]

@@ -14,7 +14,7 @@ import torch
 
 from convexrecon.errors import InputError
 
-__all__ = ["gated_to_cvxpy", "relu_to_cvxpy", "cvxpy_size"]
+__all__ = ["gated_to_cvxpy", "relu_to_cvxpy", "cvxpy_size", "min_norm_cone_decomposition"]
 
 
 def cvxpy_size(prog, *, constrained: bool) -> int:
@@ -105,3 +105,41 @@ def relu_to_cvxpy(prog, *, max_size: int):
 
 
 ToX = Callable[[], object]
+
+
+def min_norm_cone_decomposition(program, U, *, solver: str = "CLARABEL",
+                                max_size: int | None = None):
+    """The cone decomposition of a gated solution with the smallest penalty.
+
+    Like :func:`~convexrecon.programs.relu_recover.cone_decomposition` (same
+    predictions), but each block ``U_i`` (each output column) is split as ``v_i -
+    w_i`` minimising ``||v_i|| + ||w_i||`` over both cones, by cvxpy: a
+    second-order-cone program in ``2 P d c`` variables with ``2 P n c`` rows, for
+    small problems (InputError above ``max_size``, the program's cvxpy limit by
+    default). Returns ``(relu_program, (V, W))``.
+    """
+    import cvxpy as cp
+
+    from convexrecon.programs.relu import CVXPY_SIZE_LIMIT
+    from convexrecon.programs.relu_recover import relu_twin, shift_into_cones
+
+    relu = relu_twin(program)
+    data = program.data
+    _check_size(relu, constrained=True,
+                max_size=CVXPY_SIZE_LIMIT if max_size is None else max_size)
+    U = data.check_blocks(U, "U")
+    X, E = _np(data.X), _np(2.0 * data.Dm - 1.0)
+    V, cons, obj = [], [], 0
+    for j in range(data.c):
+        Uj = _np(U[:, :, j].T)                                      # (d, P)
+        Vj = cp.Variable(Uj.shape)
+        cons += [cp.multiply(E, X @ Vj) >= 0, cp.multiply(E, X @ (Vj - Uj)) >= 0]
+        obj = obj + cp.sum(cp.norm(Vj, 2, axis=0)) + cp.sum(cp.norm(Vj - Uj, 2, axis=0))
+        V.append(Vj)
+    problem = cp.Problem(cp.Minimize(obj), cons)
+    problem.solve(solver=solver)
+    if problem.status not in ("optimal", "optimal_inaccurate"):
+        raise InputError(f"U: the decomposition program ended {problem.status!r}; expected "
+                         "an optimal solution (is every block movable into its cones?)")
+    Vt = torch.stack([_to_tensor(Vj.value, U).T for Vj in V], dim=-1)  # (P, d, c)
+    return relu, shift_into_cones(data, Vt, Vt - U)  # exactly feasible despite solver tol

@@ -22,7 +22,7 @@ from convexrecon.errors import InputError
 from convexrecon.programs.terms import group_soft_threshold, singular_value_threshold
 
 __all__ = ["Patterns", "sample_patterns", "group_norms", "nuclear_norms", "prox_group",
-           "prox_nuclear"]
+           "prox_nuclear", "gate_shift"]
 
 
 # --------------------------------------------------------------------------------------
@@ -93,6 +93,25 @@ def _dedupe(D: torch.Tensor, gates: torch.Tensor | None, *, drop_zero: bool) -> 
 # --------------------------------------------------------------------------------------
 # Norms and proxes over blocks (P, d, c)
 # --------------------------------------------------------------------------------------
+def gate_shift(slack: torch.Tensor, gate_slack: torch.Tensor,
+               margin: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
+    """How far to move each block along its gate to satisfy its cone constraints.
+
+    ``slack`` ``(n, N, ...)`` is ``(2 D_j - I) X u_j`` and ``gate_slack`` (broadcast
+    against it) ``(2 D_j - I) X g_j = |X g_j| >= 0``, so ``u_j + tau_j g_j`` is
+    feasible for ``tau_j = max_k (-slack_jk)_+ / gate_slack_jk`` (times ``1 +
+    margin``). A block with a violated row where ``gate_slack = 0`` cannot be moved
+    into its cone that way: it is ``stuck`` and gets ``tau = 0``.
+
+    Returns ``(tau, stuck)``, each of the shape of ``slack`` without its first axis.
+    """
+    viol = torch.clamp(-slack, min=0.0)
+    usable = (gate_slack > 0).expand_as(viol)
+    stuck = ((viol > 0) & ~usable).any(0)
+    tau = (viol / torch.where(usable, gate_slack, torch.ones_like(gate_slack))).amax(0)
+    return torch.where(stuck, torch.zeros_like(tau), tau) * (1.0 + margin), stuck
+
+
 def group_norms(U: torch.Tensor) -> torch.Tensor:
     """Euclidean norms over the ``d`` axis: ``(P, d, c) -> (P, c)``."""
     return torch.linalg.vector_norm(U, dim=1)

@@ -8,6 +8,9 @@
 * Gated form: each block ``U_i = sum_r sigma_r a_r b_r^T`` (SVD) gives neurons
   ``sqrt(sigma_r) a_r`` with output weights ``sqrt(sigma_r) b_r`` behind the fixed
   gate ``g_i``; the penalty sums to ``beta ||U_i||_*``.
+* Gated to ReLU (:func:`cone_decomposition`, after Mishkin, Sahiner & Pilanci 2022):
+  every gated block is split into a difference of two points of its pattern's cone,
+  which gives a cone-form point, hence a ReLU network, with the same predictions.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import torch
 from torch import nn
 
 from convexrecon.errors import InputError
+from convexrecon.programs.relu_data import gate_shift
 
-__all__ = ["TwoLayerNet", "GatedNet", "recover_network", "network_objective"]
+__all__ = ["TwoLayerNet", "GatedNet", "recover_network", "network_objective",
+           "cone_decomposition"]
 
 
 class TwoLayerNet(nn.Module):
@@ -129,3 +134,67 @@ def recover_network(program: Any, x: Any, *, tol: float = 0.0) -> TwoLayerNet:
         return own(x)
     raise InputError(f"program: expected a TwoLayerReLU, GatedReLU or a program with a "
                      f"recover_network method, got {type(program).__name__}")
+
+
+def cone_decomposition(program: Any, U: Any) -> tuple[Any, tuple[torch.Tensor, torch.Tensor]]:
+    """A cone-form (ReLU) point with the predictions of a gated solution ``U``.
+
+    Each block ``U_i`` (each output column) is written as ``v_i - w_i`` with both in
+    the cone ``K_i = {u : (2 D_i - I) X u >= 0}`` of its pattern, using its gate:
+    ``(2 D_i - I) X g_i = |X g_i| >= 0``, so ``w_i = tau_i g_i`` and ``v_i = U_i +
+    tau_i g_i`` are feasible once ``tau_i`` is large enough
+    (:func:`~convexrecon.programs.relu_data.gate_shift`; Mishkin, Sahiner & Pilanci,
+    2022, use gates the same way). Then ``D_i X v_i - D_i X w_i = D_i X U_i``: the
+    ReLU model equals the gated model, and ``recover_network(relu_program, (V, W))``
+    is a ReLU network with the gated network's outputs. Its penalty
+    ``beta sum_i (||v_i|| + ||w_i||)`` is at least the gated one, and with large
+    shifts it can be far larger than the smallest decomposition's
+    (:func:`~convexrecon.programs.relu_cvxpy.min_norm_cone_decomposition`, for small
+    problems; ``examples/convex_relu.py`` prints both). This one costs two products
+    with ``X`` at any size.
+
+    Args:
+        program: a :class:`~convexrecon.programs.relu.GatedReLU` whose patterns
+            have gates.
+        U: its solution ``(P, d, c)``.
+
+    Returns:
+        ``(relu_program, (V, W))``: the :class:`~convexrecon.programs.relu.TwoLayerReLU`
+        on the same data, patterns and ``beta``, and the feasible point.
+    """
+    relu = relu_twin(program)
+    U = program.data.check_blocks(U, "U")
+    return relu, shift_into_cones(program.data, U, torch.zeros_like(U))
+
+
+def relu_twin(program: Any) -> Any:
+    """The cone-form program on a gated program's data, patterns and ``beta``;
+    InputError unless ``program`` is a :class:`GatedReLU` whose patterns have gates."""
+    from convexrecon.programs.relu import GatedReLU, TwoLayerReLU
+
+    if not isinstance(program, GatedReLU):
+        raise InputError(f"program: expected a GatedReLU, got {type(program).__name__}")
+    data = program.data
+    if data.patterns.gates is None:
+        raise InputError("program: expected patterns with gates for the cone decomposition, "
+                         "got patterns without gates")
+    Y = data.Y[:, 0] if data.scalar_output else data.Y
+    return TwoLayerReLU(data.X, Y, beta=data.beta, patterns=data.patterns)
+
+
+def shift_into_cones(data: Any, V: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(V + tau g, W + tau g)``: both moved along each block's gate ``g_i`` (by one
+    ``tau`` per block and column, so ``V - W`` is unchanged) until both satisfy the
+    cone constraints; InputError if a block cannot be moved that way."""
+    gates = data.patterns.gates
+    E = (2.0 * data.Dm - 1.0).unsqueeze(-1)                         # (n, P, 1)
+    Xg = (data.X @ gates).abs().unsqueeze(-1)
+    tau_v, stuck_v = gate_shift(E * data.xu(V), Xg)
+    tau_w, stuck_w = gate_shift(E * data.xu(W), Xg)
+    stuck = stuck_v | stuck_w
+    if bool(stuck.any()):
+        i = int(stuck.any(dim=-1).nonzero()[0])
+        raise InputError(f"U: expected every block to be movable into its cone along its "
+                         f"gate; pattern {i} violates a row where X g_{i} = 0")
+    shift = gates.T.unsqueeze(-1) * torch.maximum(tau_v, tau_w).unsqueeze(1)  # (P, d, c)
+    return V + shift, W + shift

@@ -63,6 +63,7 @@ import torch
 from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import TwoLayerReLU
+from convexrecon.programs.relu_data import gate_shift
 from convexrecon.programs.relu_certificates import relu_gap
 from convexrecon.solvers.admm_core import cholesky_solve
 from convexrecon.solvers.base import Result, Solver, State
@@ -417,9 +418,5 @@ class IPMReLU(Solver[IPMState]):
         """Shift each block along its gate until feasible (see the module docstring)."""
         if self.gates is None:
             return U
-        viol = torch.clamp(-self.S.G(U), min=0.0)                 # (n, N)
-        usable = self.absXg > 0
-        stuck = ((viol > 0) & ~usable).any(0)                    # blocks left as they are
-        tau = (viol / torch.where(usable, self.absXg, torch.ones_like(self.absXg))).amax(0)
-        tau = torch.where(stuck, torch.zeros_like(tau), tau) * (1 + 1e-9)
+        tau, _ = gate_shift(self.S.G(U), self.absXg)  # stuck blocks are left as they are
         return U + self.gates * tau
