@@ -211,5 +211,5 @@ class _CGSolve(torch.autograd.Function):
         gb = gb.to(ctx.b_dtype)
         gmu = None
         if ctx.needs_input_grad[1]:
-            gmu = -_rinner(x, gb).to(mu.dtype).reshape(mu.shape)
+            gmu = -_rinner(x, gb).to(device=mu.device, dtype=mu.dtype).reshape(mu.shape)
         return gb, gmu, None, None
