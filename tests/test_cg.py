@@ -38,6 +38,23 @@ def test_independent_systems_each_reach_the_tolerance():
     assert res.state.certificate <= 1e-10  # the largest relative residual
 
 
+def test_each_system_stops_at_its_own_tolerance_as_if_alone():
+    n = 30
+    Q, _ = torch.linalg.qr(rhs((n, n), 3))
+    M = (Q * torch.logspace(0, 3, n, dtype=torch.float64).to(Q.dtype)) @ Q.mH
+    # system 0 lies nearly in two eigenvectors (two steps reach the tolerance, not
+    # the solution), system 1 does not
+    b = torch.stack([Q[:, 0] + 2 * Q[:, 5] + 1e-7 * rhs((n,), 4), rhs((n,), 5)])
+    both = CG(Dense(M), b, batch_dims=1, max_iter=200, tol=1e-6).run()
+    its = []
+    for k, rtol in ((0, 1e-11), (1, 1e-7)):  # system 1: rounding over its many more steps
+        one = CG(Dense(M), b[k], max_iter=200, tol=1e-6).run()
+        its.append(one.state.it)
+        err = torch.linalg.vector_norm(both.x[k] - one.x) / torch.linalg.vector_norm(one.x)
+        assert err <= rtol
+    assert its[0] < its[1] == both.state.it
+
+
 def test_batch_dims_is_checked():
     M = spd(4, 10.0, 0)
     for bad in (-1, 2, 1.0, True):

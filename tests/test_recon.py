@@ -116,9 +116,13 @@ def test_batch_equals_per_slice_and_numpy_input():
         one = recon.l1_wavelet(ksp[i].numpy(), maps.numpy(), masks[i].numpy(), **opts)
         # the only coupling is FISTA's global restart test: agreement to solver accuracy
         assert float((one - both[i]).norm() / one.norm()) < 2e-2
-    s_both = recon.sense(ksp, maps, masks, mu=1e-2, max_iter=100, tol=1e-7)
-    s_one = recon.sense(ksp[1].numpy(), maps.numpy(), masks[1].numpy(), mu=1e-2, max_iter=100, tol=1e-7)
-    assert float((s_one - s_both[1]).norm() / s_one.norm()) < 1e-3
+    # CG-SENSE solves every slice as its own system, stopping at its own tolerance:
+    # the batch gives the per-slice results up to float32 rounding
+    s_both = recon.sense(ksp, maps, masks, mu=1e-2, max_iter=100, tol=1e-4)
+    for i in range(2):
+        s_one = recon.sense(ksp[i].numpy(), maps.numpy(), masks[i].numpy(), mu=1e-2,
+                            max_iter=100, tol=1e-4)
+        assert float((s_one - s_both[i]).norm() / s_one.norm()) < 1e-5
 
 
 def test_callback_progress(sim):

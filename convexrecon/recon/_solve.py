@@ -91,7 +91,9 @@ def _sense(op, y, lam, *, max_iter, tol, x0, callback, check_every, **_):
     from convexrecon.solvers.cg import CG
 
     prog = TikhonovProgram(op, y, mu=lam, lipschitz=_LIPSCHITZ)
-    solver = CG.from_program(prog, max_iter=max_iter, tol=tol, check_every=check_every)
+    slices = prog.smooth.aty.ndim - len(op.ishape)  # every slice is its own system
+    solver = CG.from_program(prog, max_iter=max_iter, tol=tol, check_every=check_every,
+                             batch_dims=slices)
     return _run(solver, max_iter, x0, callback).x
 
 

@@ -128,7 +128,9 @@ def sense(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *, mu: float 
         kspace, maps, mask_or_traj: see the module docstring.
         mu: Tikhonov weight on the scaled problem (``0`` for plain least squares).
         max_iter: CG iterations at most.
-        tol: stop when the relative normal-equation residual is at most ``tol``.
+        tol: stop when the relative normal-equation residual is at most ``tol``;
+            every slice of a batch is its own system and stops at its own
+            tolerance, so a batch gives the slice-by-slice results.
         im_size, device, callback: as :func:`l1_wavelet`.
 
     Returns:

@@ -13,8 +13,10 @@ from the recursion: neither costs an operator application.
 
 Batches. By default a batch ``(*batch, *ishape)`` is one block-diagonal system
 (global inner products). With ``batch_dims=k`` the first ``k`` axes index
-independent systems: every system gets its own step lengths, so each converges at
-its own rate, and the certificate is the largest relative residual. A differentiable
+independent systems: every system gets its own step lengths and stops at its own
+tolerance (it is left as it is while the others go on), so a batch gives what
+solving its systems one by one gives; the certificate is the largest relative
+residual. A differentiable
 solve (the data-consistency step of an unrolled network) is :func:`cg_solve`.
 """
 
@@ -100,9 +102,10 @@ class CG(Solver[CGState]):
 
     @classmethod
     def from_program(cls, program: Any, *, max_iter: int = 50, tol: float = 1e-6,
-                     check_every: int = 1) -> "CG":
+                     check_every: int = 1, batch_dims: int = 0) -> "CG":
         """CG on the normal equations of a least-squares program."""
-        return cls(program, None, max_iter=max_iter, tol=tol, check_every=check_every)
+        return cls(program, None, max_iter=max_iter, tol=tol, check_every=check_every,
+                   batch_dims=batch_dims)
 
     def _inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Re <a, b>`` per system: a tensor of the batch shape."""
@@ -139,7 +142,8 @@ class CG(Solver[CGState]):
     def step(self, state: CGState) -> CGState:
         hp = self._apply(state.p)
         php = self._inner(state.p, hp)
-        live = state.rr > 0  # a system whose residual is exactly 0 is solved: it stays
+        # a system at its tolerance (or at residual 0) stays as it is, as if run alone
+        live = (state.rr > 0) & (torch.sqrt(state.rr) > self.tol * self.b_norm)
         if bool((live & ~(php > 0)).any()):
             raise InputError("op: expected a positive definite H + mu I, got <p, (H + mu) p> = "
                              f"{float(php[live & ~(php > 0)].min()):g}")
