@@ -3,9 +3,9 @@
 In one run, on the same seeded problems: cvxpy+SCS, cvxpy+CLARABEL, pyscnn (gated:
 R-FISTA; ReLU: augmented Lagrangian) and convexrecon's solvers (gated: ADMM; cone
 form: the primal-dual interior-point method that ``solve`` picks, with ADMM as an
-informational row). It prints, per
-method, the time to reach a relative objective gap <= 1e-4 (and, for the ReLU form,
-constraint violation <= 1e-6 relative to max|y|), and the ratios.
+informational row). It prints, per method, the time to reach a relative objective
+gap <= 1e-4 (and, for the ReLU form, constraint violation <= 1e-6 relative to
+max|y|), and the ratios.
 
 Data: X is seeded standard Gaussian (n, d); y = relu(X W1) w2 + 0.1 * noise with a
 planted 8-neuron network (W1 ~ N(0, 1/d), w2 ~ N(0, 1)). Patterns from seeded
@@ -22,9 +22,9 @@ solver call, since convexrecon's time includes its own factorisation too; the ra
 against the iterations alone is printed beside it. convexrecon's solvers stop on
 their own certificate, not on p*: the relative duality gap (tol 1e-4) and, for the
 cone form, the violation (<= 1e-6) at the returned point, which the interior-point
-method makes exactly feasible by a shift along each block's gate. Parameters are set by fixed rules (ADMM: penalty
-from the least-squares fit plus magnitude balancing; interior point: Mehrotra's
-centring rule), not per instance. Their time includes the factorisation (after one
+method makes exactly feasible by a shift along each block's gate. Parameters are set
+by fixed rules (ADMM: penalty from the least-squares fit plus magnitude balancing;
+interior point: Mehrotra's centring rule), not per instance. Their time includes the factorisation (after one
 untimed warm-up on a tiny problem). Informational rows (not in the ratio): the
 interior-point method stopping on the KKT triple as well, and ADMM on the cone form
 (gap + violation stop, one run).

@@ -91,7 +91,7 @@ def _dedupe(D: torch.Tensor, gates: torch.Tensor | None, *, drop_zero: bool) -> 
 
 
 # --------------------------------------------------------------------------------------
-# Norms and proxes over blocks (P, d, c)
+# Cone feasibility along the gates
 # --------------------------------------------------------------------------------------
 def gate_shift(slack: torch.Tensor, gate_slack: torch.Tensor,
                margin: float = 1e-9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +112,9 @@ def gate_shift(slack: torch.Tensor, gate_slack: torch.Tensor,
     return torch.where(stuck, torch.zeros_like(tau), tau) * (1.0 + margin), stuck
 
 
+# --------------------------------------------------------------------------------------
+# Norms and proxes over blocks (P, d, c)
+# --------------------------------------------------------------------------------------
 def group_norms(U: torch.Tensor) -> torch.Tensor:
     """Euclidean norms over the ``d`` axis: ``(P, d, c) -> (P, c)``."""
     return torch.linalg.vector_norm(U, dim=1)

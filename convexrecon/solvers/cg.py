@@ -16,13 +16,12 @@ Batches. By default a batch ``(*batch, *ishape)`` is one block-diagonal system
 independent systems: every system gets its own step lengths and stops at its own
 tolerance (it is left as it is while the others go on), so a batch gives what
 solving its systems one by one gives; the certificate is the largest relative
-residual. A differentiable
-solve (the data-consistency step of an unrolled network) is :func:`cg_solve`.
+residual. A differentiable solve (the data-consistency step of an unrolled network)
+is :func:`cg_solve`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,9 +146,9 @@ class CG(Solver[CGState]):
         if bool((live & ~(php > 0)).any()):
             raise InputError("op: expected a positive definite H + mu I, got <p, (H + mu) p> = "
                              f"{float(php[live & ~(php > 0)].min()):g}")
-        alpha = torch.where(live, state.rr / torch.where(live, php, 1.0), 0.0)
-        x = state.x + self._per_system(alpha) * state.p
-        r = state.r - self._per_system(alpha) * hp
+        alpha = self._per_system(torch.where(live, state.rr / torch.where(live, php, 1.0), 0.0))
+        x = state.x + alpha * state.p
+        r = state.r - alpha * hp
         rr = self._inner(r, r)
         beta = torch.where(live, rr / torch.where(live, state.rr, 1.0), 0.0)
         p = r + self._per_system(beta) * state.p
