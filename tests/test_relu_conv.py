@@ -162,6 +162,30 @@ def test_module_level_recover_network_dispatches(solved):
         assert torch.allclose(recover_network(prog, res.x)(x), prog.recover_network(res.x)(x))
 
 
+@pytest.mark.parametrize("padding,bias", [("zeros", True), ("circular", False)])
+def test_features_are_the_gated_hidden_layer(padding, bias):
+    """features(x) is one channel per neuron (gate indicator times first-layer
+    response); the second layer on it is forward(x) and the program's prediction."""
+    x, y = _data(co=2, seed=5)
+    prog = ConvTwoLayerReLU(x, y, kernel_size=3, n_patterns=3, beta=1.0, seed=2,
+                            padding=padding, bias=bias)
+    U = torch.randn(prog.shape, generator=torch.Generator().manual_seed(0), dtype=D64)
+    net = prog.recover_network(U)
+    with torch.no_grad():
+        feats = net.features(x)
+        out = net(x)
+    m = net.first.shape[0]
+    assert m == 3 * 2  # every singular component of every pattern (rank C_out = 2)
+    assert feats.shape == (2, m, 8, 8)
+    assert torch.allclose(F.conv2d(feats, net.second), out, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(out, prog.predict(U), rtol=1e-10, atol=1e-10)
+    xp = pad_input(x, 3, padding=padding, bias=bias)
+    for j in range(m):
+        gate = (F.conv2d(xp, net.gates[net.gate_index[j]][None]) >= 0).to(D64)
+        ref = gate * F.conv2d(xp, net.first[j:j + 1].detach())
+        assert torch.allclose(feats[:, j:j + 1], ref, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("padding,bias", [("circular", False), ("circular", True)])
 def test_circular_padding_vs_cvxpy(padding, bias):
     x, y = _data(co=1, seed=3)

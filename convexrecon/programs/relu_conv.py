@@ -37,8 +37,9 @@ import torch.nn.functional as F
 from convexrecon._checks import check_finite, check_positive
 from convexrecon.errors import InputError
 from convexrecon.operators.base import prod
-from convexrecon.operators.conv import (PatternConv, _check_images, _check_kernel, pad_input,
-                                        pattern_masks, random_gates)
+from convexrecon.operators.conv import (PatternConv, _check_images, _check_kernel,
+                                        complex_to_channels, pad_input, pattern_masks,
+                                        random_gates)
 from convexrecon.operators.linalg import power_method
 from convexrecon.programs.composite import CompositeProgram, ProxTerm
 from convexrecon.programs.l1 import gap_from_normal
@@ -318,13 +319,24 @@ class GatedConvNet(torch.nn.Module):
         self.padding, self.bias = padding, bool(bias)
         self.kernel_size = int(gates.shape[-1])
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` (complex: real/imag channels) -> ``(N, C_out, H, W)``."""
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """The hidden gated activations ``(N, m, H, W)``: the input of a next layer.
+
+        Neuron ``j`` is ``1[conv(X, h_g(j)) >= 0] * conv(X, W1_j)`` (its gate's
+        indicator times its first-layer filter's response); the neurons are every
+        kept singular component of every pattern, in :attr:`gate_index` order, so
+        ``conv1x1(features(X), W2) == forward(X)``.
+        """
+        if X.is_complex():
+            X = complex_to_channels(X)
         xp = pad_input(X.to(self.first.dtype), self.kernel_size, padding=self.padding,
                        bias=self.bias)
         gate = pattern_masks(xp, self.gates)[:, self.gate_index].to(xp.dtype)
-        hidden = F.conv2d(xp, self.first) * gate
-        return F.conv2d(hidden, self.second)
+        return F.conv2d(xp, self.first) * gate
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` (complex: real/imag channels) -> ``(N, C_out, H, W)``."""
+        return F.conv2d(self.features(X), self.second)
 
     def penalty(self, beta: float) -> torch.Tensor:
         """Weight decay ``beta/2 (||W1||^2 + ||W2||^2)``."""
