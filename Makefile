@@ -5,7 +5,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.convexrecon-installed
 
-.PHONY: test test-all demo bench bench-deps clean
+.PHONY: test test-all test-matrix demo bench bench-deps clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,19 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "not gpu"
+
+# The suite under every rounding setting that CI machines differ by (Intel/AMD kernels,
+# MKL reproducibility modes, 1 or 2 threads); lists the settings that failed.
+# PYTEST_ARGS narrows it, e.g. `make test-matrix PYTEST_ARGS="tests/test_cg.py -x"`.
+test-matrix: $(STAMP)
+	@failed=""; for cbwr in unset COMPATIBLE AVX2; do for cap in default avx2; do for thr in 1 2; do \
+	  echo "== MKL_CBWR=$$cbwr ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$thr"; \
+	  if [ $$cbwr = unset ]; then unset MKL_CBWR; else export MKL_CBWR=$$cbwr; fi; \
+	  ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$thr $(PY) -m pytest -q $(PYTEST_ARGS) \
+	    || failed="$$failed [MKL_CBWR=$$cbwr ATEN_CPU_CAPABILITY=$$cap OMP_NUM_THREADS=$$thr]"; \
+	done; done; done; \
+	if [ -n "$$failed" ]; then echo "test-matrix failed under:$$failed"; exit 1; fi; \
+	echo "test-matrix: passed under all 12 settings"
 
 demo: $(STAMP)
 	$(VENV)/bin/convexrecon demo
