@@ -1,0 +1,157 @@
+"""Broyden's (good) method for ``g(z) = f(z) - z = 0``, batched, limited memory.
+
+The inverse-Jacobian estimate of ``g`` is kept as ``B = -I + U V^T`` (``U, V`` of
+``m`` columns per sample), which starts at ``-I`` (``J_f = 0``) and approaches
+``(J_f - I)^-1``. A step is ``z <- z - B g``; after it, with ``dz`` and ``dg``, the
+Sherman-Morrison form of Broyden's update appends::
+
+    u = (dz - B dg) / (dz^T B dg),   v = B^T dz
+
+Guards, per sample: an update with a vanishing denominator is skipped; a step that
+no longer moves ``z`` stops the sample as ``"stagnated"``; a blown-up or NaN residual
+stops it as ``"diverged"``. When the memory is full the oldest pair is overwritten.
+
+The solver returns the lowest-residual iterate, and ``stats.inverse_jacobian`` is
+the ``B`` held *at that iterate* (a :class:`BroydenInverse`): SHINE uses
+``-B^T g`` in place of the IFT solve ``(I - J_f^T)^-1 g``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from convexrecon.errors import InputError
+from convexrecon.fixedpoint._common import _Run, check_common
+from convexrecon.fixedpoint.stats import FixedPointStats
+
+__all__ = ["broyden", "BroydenInverse"]
+
+
+@dataclass
+class BroydenInverse:
+    """``B = -I + U V^T`` per sample, on the flat real view of the iterates.
+
+    ``U, V`` are ``(n, m, d)``: ``n`` samples, ``m`` memory slots (unused slots are
+    zero), ``d`` real numbers per sample (a complex sample counts real and imaginary
+    parts). ``shape`` and ``dtype`` are those of the solver's ``z``.
+    """
+
+    U: torch.Tensor
+    V: torch.Tensor
+    shape: torch.Size
+    dtype: torch.dtype
+
+    def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape) != tuple(self.shape):
+            raise InputError(f"x: expected shape {tuple(self.shape)}, got {tuple(x.shape)}")
+        x = x.to(self.dtype)
+        if x.is_complex():
+            x = torch.view_as_real(x.resolve_conj())
+        return x.reshape(self.U.shape[0], -1)
+
+    def _unflat(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dtype.is_complex:
+            return torch.view_as_complex(x.reshape(*self.shape, 2).contiguous())
+        return x.reshape(self.shape)
+
+    def matvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x`` (``x`` shaped like ``z``)."""
+        v = self._flat(x)
+        return self._unflat(-v + torch.einsum("nmd,nm->nd", self.U, torch.einsum("nmd,nd->nm", self.V, v)))
+
+    def rmatvec(self, x: torch.Tensor) -> torch.Tensor:
+        """``B^T x`` (``x`` shaped like ``z``): SHINE's ``-B^T g``."""
+        v = self._flat(x)
+        return self._unflat(-v + torch.einsum("nmd,nm->nd", self.V, torch.einsum("nmd,nd->nm", self.U, v)))
+
+    def to_dense(self) -> torch.Tensor:
+        """``(n, d, d)`` dense ``B`` (tiny problems and tests only)."""
+        n, _, d = self.U.shape
+        eye = torch.eye(d, dtype=self.U.dtype, device=self.U.device).expand(n, d, d)
+        return -eye + torch.einsum("nmd,nme->nde", self.U, self.V)
+
+    @property
+    def nbytes(self) -> int:
+        return self.U.numel() * self.U.element_size() * 2
+
+
+def _apply(U: torch.Tensor, V: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``B x`` on flat ``(n, d)``."""
+    return -x + torch.einsum("nmd,nm->nd", U, torch.einsum("nmd,nd->nm", V, x))
+
+
+def _apply_t(U: torch.Tensor, V: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``B^T x`` on flat ``(n, d)``."""
+    return -x + torch.einsum("nmd,nm->nd", V, torch.einsum("nmd,nd->nm", U, x))
+
+
+def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_iter: int = 50,
+            tol: float = 1e-4, stop: str = "rel", memory: int = 30, batch_dims: int = 1,
+            divergence: float = 1e4) -> tuple[torch.Tensor, FixedPointStats]:
+    """Solve ``z = f(z)`` by Broyden's method, per sample.
+
+    Args:
+        f, z0, max_iter, tol, stop, batch_dims, divergence: as
+            :func:`~convexrecon.fixedpoint.picard.picard`.
+        memory: the number of ``(u, v)`` pairs kept (the oldest is overwritten).
+
+    Returns:
+        ``(z, stats)``: the lowest-residual iterate of every sample, and stats whose
+        ``inverse_jacobian`` is the :class:`BroydenInverse` at that iterate.
+        Runs without the tape.
+    """
+    check_common(f, z0, max_iter=max_iter, tol=tol, stop=stop, batch_dims=batch_dims,
+                 divergence=divergence)
+    if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
+        raise InputError(f"memory: expected an integer >= 1, got {memory!r}")
+    run = _Run("broyden", f, z0, tol=tol, stop=stop, batch_dims=batch_dims, divergence=divergence)
+    with torch.no_grad():
+        x = run.flat(z0).clone()
+        n, d = x.shape
+        U = x.new_zeros(n, memory, d)
+        V = x.new_zeros(n, memory, d)
+        head = torch.zeros(n, dtype=torch.long, device=x.device)
+        rows = torch.arange(n, device=x.device)
+        fx, g = run.evaluate(x)
+        run.record(x, fx, g, 0)
+        best_U, best_V = U.clone(), V.clone()
+        eps = torch.finfo(x.dtype).eps
+        for k in range(max_iter):
+            live = run.live
+            if not bool(live.any()):
+                break
+            dx = -_apply(U, V, g)
+            dx = torch.where(live[:, None], dx, torch.zeros_like(dx))
+            xnorm = torch.linalg.vector_norm(x, dim=1)
+            tiny = live & (torch.linalg.vector_norm(dx, dim=1) <= 10 * eps * torch.clamp(xnorm, min=1.0))
+            run.stagnate(tiny)
+            live = run.live
+            dx = torch.where(live[:, None], dx, torch.zeros_like(dx))
+            x_new = x + dx
+            run.advance(live)
+            fx, g_new = run.evaluate(x_new)
+            dg = g_new - g
+            bdg = _apply(U, V, dg)
+            denom = (dx * bdg).sum(dim=1)
+            scale = torch.linalg.vector_norm(dx, dim=1) * torch.linalg.vector_norm(bdg, dim=1)
+            ok = live & torch.isfinite(denom) & (denom.abs() > 1e-12 * scale) & (scale > 0) \
+                & torch.isfinite(g_new).all(dim=1)
+            safe = torch.where(ok, denom, torch.ones_like(denom))
+            u = (dx - bdg) / safe[:, None]
+            v = _apply_t(U, V, dx)
+            okc = ok[:, None]
+            U[rows, head] = torch.where(okc, u, U[rows, head])
+            V[rows, head] = torch.where(okc, v, V[rows, head])
+            head = torch.where(ok, (head + 1) % memory, head)
+            x = torch.where(live[:, None], x_new, x)
+            g = torch.where(live[:, None], g_new, g)
+            run.record(x, fx, g, k + 1)
+            imp = run.improved[:, None, None]
+            best_U = torch.where(imp, U, best_U)
+            best_V = torch.where(imp, V, best_V)
+    z, stats = run.result()
+    stats.inverse_jacobian = BroydenInverse(best_U, best_V, z.shape, z.dtype)
+    return z, stats
