@@ -1,0 +1,488 @@
+"""One epoch/step training loop for the nonconvex models (baselines, DEQ, unrolled).
+
+:func:`fit` trains any ``nn.Module`` on any map-style ``Dataset`` whose collated
+batches the user's ``loss_fn(model, batch)`` understands. It writes, into ``out_dir``:
+
+- ``checkpoint.pt``: the latest checkpoint (see :mod:`.checkpoint`), every
+  ``checkpoint_every`` steps and at the end of every epoch, written atomically;
+- ``metrics.json``: per-epoch metrics and per-step losses, written atomically;
+- ``tensorboard/``: TensorBoard event files when ``tensorboard=True``.
+
+**Lossless resume.** Each epoch's data order is a permutation seeded by
+``seed + epoch`` (a :class:`~torch.utils.data.DistributedSampler`, one replica in a
+single process), cut into batches; a checkpoint records the order, the position in
+it, the optimiser, scheduler, hook state, the running epoch sums and the torch, numpy
+and python RNG states. ``resume=True`` restores all of it and replays the rest of the
+epoch, so on CPU a run killed at any moment (SIGKILL loses at most
+``checkpoint_every`` steps; SIGINT checkpoints at the next step boundary) ends with
+the same weights and metrics, bit for bit, as an uninterrupted one. With
+``num_workers > 0`` the dataset must draw its randomness from (seed, epoch, index),
+not from the global generators.
+
+**Hooks** (:class:`Hooks`) let a model family keep its own state in checkpoints
+(e.g. DEQ warm-start fixed points) and decide per step whether to take the optimiser
+step (e.g. skip a diverged batch). ``loss_fn`` may return ``loss`` or
+``(loss, {"name": float, ...})``; the extra numbers are averaged per epoch.
+
+Under an initialised ``torch.distributed`` process group the model is wrapped in DDP,
+``batch_size`` is per process, and rank 0 writes the files (see :mod:`.distributed`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError
+from . import distributed as D
+from .checkpoint import check_model_spec, load_checkpoint, save_checkpoint
+from .progress import Progress
+from .rng import get_rng_state, seed_everything, set_rng_state
+
+__all__ = ["fit", "Hooks", "History", "CHECKPOINT_NAME", "METRICS_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+
+
+class Hooks:
+    """Extension points of :func:`fit`; subclass and override what you need.
+
+    - :meth:`state_dict` / :meth:`load_state_dict`: extra state saved in every
+      checkpoint (tensors, numbers, strings, lists, dicts) and restored on resume.
+    - :meth:`on_epoch_start`: called when an epoch starts or is resumed into.
+    - :meth:`accept`: after the forward pass; ``False`` skips backward and the
+      optimiser step for this batch (counted as ``skipped``). The default skips
+      non-finite losses. Under DDP a batch is skipped when any rank rejects it.
+    - :meth:`on_step_end`: after each batch, taken or skipped.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state:
+            raise InputError(f"{type(self).__name__}: checkpoint holds hook state {sorted(state)} it cannot load")
+
+    def on_epoch_start(self, epoch: int) -> None:
+        return None
+
+    def accept(self, loss: torch.Tensor, *, epoch: int, step: int) -> bool:
+        return bool(torch.isfinite(loss).all())
+
+    def on_step_end(self, *, epoch: int, step: int, loss: float, skipped: bool) -> None:
+        return None
+
+
+@dataclass
+class History:
+    """What :func:`fit` did: per-epoch metrics, per-step losses (``nan`` when skipped)."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    step_loss: list[float] = field(default_factory=list)
+    out_dir: Path | None = None
+    checkpoint: Path | None = None
+    resumed_from_step: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        finite = [v if math.isfinite(v) else None for v in self.step_loss]
+        return {"epochs": self.epochs, "step_loss": finite, "steps": len(self.step_loss)}
+
+
+@dataclass
+class _Acc:
+    """Running sums of one epoch (restored on a mid-epoch resume)."""
+
+    loss_sum: float = 0.0
+    count: float = 0.0
+    skipped: int = 0
+    extra: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count]
+
+    def state(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum, "count": self.count, "skipped": self.skipped, "extra": self.extra}
+
+
+def _split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    if isinstance(out, torch.Tensor):
+        loss, extra = out, {}
+    elif isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor) and isinstance(out[1], Mapping):
+        loss, extra = out
+    else:
+        raise InputError(f"loss_fn: expected a scalar tensor or (tensor, dict), got {type(out).__name__}")
+    if loss.numel() != 1:
+        raise InputError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}")
+    return loss.reshape(()), {str(k): float(v) for k, v in extra.items()}
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return type(batch)({k: _to_device(v, device) for k, v in batch.items()})  # type: ignore[call-arg]
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    if hasattr(batch, "to") and callable(batch.to):
+        return batch.to(device)
+    return batch
+
+
+def _batches(order: Sequence[int], batch_size: int, drop_last: bool) -> list[list[int]]:
+    out = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+    if drop_last and out and len(out[-1]) < batch_size:
+        out.pop()
+    return out
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _gather(obj: Any) -> list[Any]:
+    if not D.is_distributed():
+        return [obj]
+    out: list[Any] = [None] * D.world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _check_args(model: Any, loss_fn: Any, dataset: Any, epochs: Any, batch_size: Any, checkpoint_every: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise InputError(f"fit: model must be an nn.Module, got {type(model).__name__}")
+    if not callable(loss_fn):
+        raise InputError("fit: loss_fn must be callable as loss_fn(model, batch)")
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise InputError(f"fit: dataset must be a map-style torch Dataset with __len__, got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise InputError("fit: dataset is empty")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(f"fit: {name} must be a positive int, got {value!r}")
+    if checkpoint_every is not None and (not isinstance(checkpoint_every, int) or checkpoint_every < 1):
+        raise InputError(f"fit: checkpoint_every must be a positive int or None, got {checkpoint_every!r}")
+
+
+def fit(
+    model: nn.Module,
+    *,
+    loss_fn: Callable[[nn.Module, Any], Any],
+    dataset: Dataset,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    out_dir: str | os.PathLike[str],
+    batch_size: int = 1,
+    collate_fn: Callable[[list[Any]], Any] | None = None,
+    scheduler: Any = None,
+    scheduler_interval: str = "epoch",
+    val_dataset: Dataset | None = None,
+    val_fn: Callable[[nn.Module, Any], Any] | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
+    hooks: Hooks | None = None,
+    model_spec: Mapping[str, Any] | None = None,
+    clip_grad_norm: float | None = None,
+    drop_last: bool = False,
+    num_workers: int = 0,
+    tensorboard: bool = False,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` for ``epochs`` epochs; see the module docstring.
+
+    Args:
+        loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, extras)``, ``loss`` a scalar
+            mean over the batch; ``batch`` is ``collate_fn([dataset[i] for i in batch])``
+            moved to ``device``.
+        optimizer: built over ``model``'s parameters.
+        scheduler: an LR scheduler stepped every epoch (``scheduler_interval="epoch"``) or
+            every optimiser step (``"step"``); ``ReduceLROnPlateau`` gets the validation
+            loss (or the training loss without ``val_dataset``).
+        val_dataset, val_fn: evaluated at the end of every epoch with ``val_fn(model, batch)``
+            (default ``loss_fn``) under ``torch.no_grad()`` in eval mode; a tensor or a
+            dict of numbers, averaged over samples as ``val_<name>``.
+        resume: continue from ``out_dir/checkpoint.pt`` if it exists (else start fresh).
+            Without it, an existing checkpoint in ``out_dir`` is an error.
+        checkpoint_every: also checkpoint every this many steps (mid-epoch).
+        model_spec: ``{"factory": "pkg.mod:fn", "kwargs": {...}}`` for ``load_model``;
+            defaults to ``model.model_spec`` (set by :func:`build_model`).
+    """
+    _check_args(model, loss_fn, dataset, epochs, batch_size, checkpoint_every)
+    if scheduler_interval not in ("epoch", "step"):
+        raise InputError(f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+    hooks = hooks if hooks is not None else Hooks()
+    spec = check_model_spec(model_spec if model_spec is not None else getattr(D.unwrap(model), "model_spec", None))
+    world, rank, main = D.world_size(), D.rank(), D.is_main_process()
+    device = torch.device(device) if device is not None else D.info().device
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    if ckpt_path.exists() and not resume:
+        raise InputError(f"fit: {str(ckpt_path)!r} exists; pass resume=True to continue it or choose a new out_dir")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    config = {"seed": int(seed), "batch_size": batch_size, "world_size": world, "dataset_len": len(dataset),
+              "drop_last": bool(drop_last)}  # fmt: skip
+
+    inner = D.unwrap(model).to(device)
+    net = D.wrap_ddp(inner)
+    sampler = D.make_sampler(dataset, seed=seed, shuffle=True, drop_last=False)
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    history = History(out_dir=out, checkpoint=ckpt_path)
+    epoch, step_in_epoch, global_step = 0, 0, 0
+    acc = _Acc()
+    saved_order: list[int] | None = None
+
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path, map_location=device)
+        if ck.get("config") != config:
+            raise InputError(
+                f"fit: checkpoint {str(ckpt_path)!r} was written with {ck.get('config')}, this run has {config}"
+            )
+        inner.load_state_dict(ck["model_state"])
+        optimizer.load_state_dict(ck["optimizer_state"])
+        if (scheduler is None) != (ck.get("scheduler_state") is None):
+            raise InputError(f"fit: checkpoint {str(ckpt_path)!r} and this run disagree on having a scheduler")
+        if scheduler is not None:
+            scheduler.load_state_dict(ck["scheduler_state"])
+        hooks.load_state_dict(ck.get("hook_state") or {})
+        epoch, step_in_epoch, global_step = int(ck["epoch"]), int(ck["step_in_epoch"]), int(ck["global_step"])
+        a = ck["epoch_sums"]
+        acc = _Acc(float(a["loss_sum"]), float(a["count"]), int(a["skipped"]), {k: list(v) for k, v in a["extra"].items()})
+        history.epochs = list(ck["history"]["epochs"])
+        history.step_loss = ck["history"]["step_loss"].tolist()
+        history.resumed_from_step = global_step
+        per_rank = ck["per_rank"][rank]
+        saved_order = per_rank["order"].tolist()
+        set_rng_state(per_rank["rng"])
+    else:
+        seed_everything(seed + rank)
+
+    def payload() -> dict[str, Any]:
+        per_rank = _gather({"rng": get_rng_state(), "order": torch.tensor(order, dtype=torch.int64)})
+        return {
+            "model_spec": spec,
+            "model_state": inner.state_dict(),
+            "optimizer_state": optimizer.state_dict(),
+            "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+            "hook_state": hooks.state_dict(),
+            "config": config,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "epoch_sums": acc.state(),
+            "history": {"epochs": history.epochs, "step_loss": torch.tensor(history.step_loss, dtype=torch.float64)},
+            "per_rank": per_rank,
+        }
+
+    def save() -> None:
+        data = payload()  # collective under DDP: every rank builds it
+        if main:
+            save_checkpoint(ckpt_path, data)
+            _write_json(out / METRICS_NAME, history.to_json())
+
+    writer = None
+    if tensorboard and main:
+        writer = _summary_writer(out / "tensorboard", purge_step=global_step if history.resumed_from_step is not None else None)
+
+    interrupted = threading.Event()
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.getsignal(signal.SIGINT)
+
+        def _on_sigint(signum: int, frame: Any) -> None:
+            interrupted.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+
+        signal.signal(signal.SIGINT, _on_sigint)
+
+    bar = Progress(enabled=progress and main, epochs=epochs)
+    order: list[int] = []
+    try:
+        with bar:
+            while epoch < epochs:
+                sampler.set_epoch(epoch)
+                if hasattr(dataset, "set_epoch"):
+                    dataset.set_epoch(epoch)
+                order = list(iter(sampler))
+                if saved_order is not None:
+                    if saved_order != order:
+                        raise InputError(f"fit: checkpoint {str(ckpt_path)!r}: data order differs from this dataset's")
+                    saved_order = None
+                batches = _batches(order, batch_size, drop_last)
+                hooks.on_epoch_start(epoch)
+                bar.start_epoch(epoch, total=len(batches), done=step_in_epoch)
+                loader = DataLoader(
+                    dataset,
+                    batch_sampler=batches[step_in_epoch:],
+                    collate_fn=collate_fn,
+                    num_workers=num_workers,
+                    generator=torch.Generator().manual_seed(seed + epoch),
+                )
+                t0 = time.perf_counter()
+                for idx, batch in zip(batches[step_in_epoch:], loader):
+                    loss_value, skipped = _train_step(
+                        net, _to_device(batch, device), loss_fn, optimizer, hooks, acc, len(idx), epoch, global_step,
+                        clip_grad_norm,
+                    )  # fmt: skip
+                    if scheduler is not None and scheduler_interval == "step" and not skipped and not plateau:
+                        scheduler.step()
+                    history.step_loss.append(loss_value)
+                    step_in_epoch += 1
+                    global_step += 1
+                    hooks.on_step_end(epoch=epoch, step=global_step, loss=loss_value, skipped=skipped)
+                    bar.advance(loss_value)
+                    if writer is not None and math.isfinite(loss_value):
+                        writer.add_scalar("train/loss_step", loss_value, global_step)
+                    if checkpoint_every is not None and global_step % checkpoint_every == 0:
+                        save()
+                    if _any_rank(interrupted.is_set()):
+                        save()
+                        raise KeyboardInterrupt
+                metrics = _epoch_metrics(acc, epoch, global_step, optimizer)
+                if val_dataset is not None:
+                    metrics.update(_validate(inner, val_dataset, val_fn or loss_fn, batch_size, collate_fn, device))
+                metrics["time_s"] = time.perf_counter() - t0
+                if scheduler is not None and (scheduler_interval == "epoch" or plateau):
+                    if plateau:
+                        scheduler.step(metrics.get("val_loss", metrics["train_loss"]))
+                    else:
+                        scheduler.step()
+                history.epochs.append(metrics)
+                if writer is not None:
+                    for key, value in metrics.items():
+                        if key not in ("epoch", "step", "time_s") and math.isfinite(value):
+                            writer.add_scalar(f"epoch/{key}", value, global_step)
+                    writer.flush()
+                bar.end_epoch(metrics)
+                epoch, step_in_epoch, acc = epoch + 1, 0, _Acc()
+                save()
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+        if writer is not None:
+            writer.close()
+    D.barrier()
+    return history
+
+
+def _any_rank(flag: bool) -> bool:
+    if not D.is_distributed():
+        return flag
+    return bool(D.all_reduce_sum(torch.tensor([float(flag)], device=D.info().device)).item() > 0)
+
+
+def _train_step(
+    net: nn.Module,
+    batch: Any,
+    loss_fn: Callable[[nn.Module, Any], Any],
+    optimizer: torch.optim.Optimizer,
+    hooks: Hooks,
+    acc: _Acc,
+    n: int,
+    epoch: int,
+    global_step: int,
+    clip_grad_norm: float | None,
+) -> tuple[float, bool]:
+    net.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss, extra = _split_loss(loss_fn(net, batch))
+    ok = hooks.accept(loss.detach(), epoch=epoch, step=global_step + 1)
+    if D.is_distributed():
+        ok = not _any_rank(not ok)
+    if not ok:
+        acc.skipped += 1
+        optimizer.zero_grad(set_to_none=True)
+        return float("nan"), True
+    loss.backward()
+    if clip_grad_norm is not None:
+        nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
+    optimizer.step()
+    sums = torch.tensor([loss.detach().item() * n, float(n)], dtype=torch.float64, device=loss.device)
+    sums = D.all_reduce_sum(sums).tolist()
+    value = sums[0] / sums[1]
+    acc.loss_sum += sums[0]
+    acc.count += sums[1]
+    for key, v in extra.items():
+        s, c = acc.extra.setdefault(key, [0.0, 0.0])
+        acc.extra[key] = [s + v, c + 1.0]
+    return value, False
+
+
+def _epoch_metrics(acc: _Acc, epoch: int, global_step: int, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    metrics: dict[str, float] = {
+        "epoch": epoch,
+        "step": global_step,
+        "train_loss": acc.loss_sum / acc.count if acc.count else float("nan"),
+        "skipped": acc.skipped,
+        "lr": float(optimizer.param_groups[0]["lr"]),
+    }
+    for key, (s, c) in sorted(acc.extra.items()):
+        metrics[f"train_{key}"] = s / c if c else float("nan")
+    if not math.isfinite(metrics["train_loss"]):
+        metrics["train_loss"] = None  # type: ignore[assignment]
+    return metrics
+
+
+@torch.no_grad()
+def _validate(
+    model: nn.Module,
+    dataset: Dataset,
+    fn: Callable[[nn.Module, Any], Any],
+    batch_size: int,
+    collate_fn: Callable[[list[Any]], Any] | None,
+    device: torch.device,
+) -> dict[str, float]:
+    """Sample-weighted means of ``fn`` over ``dataset``; ranks split it without padding."""
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(dataset)))[D.rank() :: D.world_size()]
+    loader = DataLoader(dataset, batch_sampler=_batches(indices, batch_size, False), collate_fn=collate_fn)
+    names: list[str] = []
+    sums: dict[str, float] = {}
+    count = 0.0
+    for idx, batch in zip(_batches(indices, batch_size, False), loader):
+        out = fn(model, _to_device(batch, device))
+        values = _val_values(out)
+        for key, v in values.items():
+            if key not in sums:
+                names.append(key)
+                sums[key] = 0.0
+            sums[key] += v * len(idx)
+        count += len(idx)
+    model.train(was_training)
+    names = sorted(_gather(names)[0] if D.is_distributed() else names)
+    vec = torch.tensor([sums.get(k, 0.0) for k in names] + [count], dtype=torch.float64, device=device)
+    vec = D.all_reduce_sum(vec).tolist()
+    return {f"val_{k}": vec[i] / vec[-1] for i, k in enumerate(names)}
+
+
+def _val_values(out: Any) -> dict[str, float]:
+    if isinstance(out, torch.Tensor) or isinstance(out, tuple):
+        loss, extra = _split_loss(out)
+        return {"loss": float(loss), **extra}
+    if isinstance(out, Mapping):
+        return {str(k): float(v) for k, v in out.items()}
+    raise InputError(f"val_fn: expected a scalar tensor or a dict of numbers, got {type(out).__name__}")
+
+
+def _summary_writer(log_dir: Path, *, purge_step: int | None) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise InputError(f"tensorboard=True needs the 'tensorboard' package (pip install tensorboard): {exc}") from None
+    return SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)

@@ -1,0 +1,93 @@
+"""A tiny model and dataset for the training-loop tests; also a script for the kill test.
+
+``python tests/training_tiny.py OUT [--resume] [--delay S]`` trains the tiny model into
+OUT (sleeping S seconds per step so that a test can kill it mid-run) and touches
+``OUT/done`` when it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from convexrecon.training import Hooks, build_model, fit  # noqa: E402
+
+SPEC = {"factory": "training_tiny:make_model", "kwargs": {"hidden": 8, "dropout": 0.25}}
+
+
+def make_model(*, hidden: int = 8, dropout: float = 0.25) -> nn.Module:
+    return nn.Sequential(nn.Linear(4, hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+class TinyData(Dataset):
+    """``n`` fixed inputs; targets get fresh noise from the global numpy and python RNGs."""
+
+    def __init__(self, n: int = 24, seed: int = 123) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [0.25]]) + 0.1
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        noise = 0.01 * float(np.random.randn()) + 0.01 * random.random()
+        return self.x[i], self.y[i] + noise
+
+
+def loss_fn(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    return torch.mean((model(x) - y) ** 2)
+
+
+class Slow(Hooks):
+    """Sleeps after each step (so a test can kill the run mid-way); counts steps as hook state."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.steps = 0
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.steps = int(state["steps"])
+
+    def on_step_end(self, *, epoch: int, step: int, loss: float, skipped: bool) -> None:
+        self.steps += 1
+        time.sleep(self.delay)
+
+
+def train(out_dir: str | Path, *, resume: bool = False, delay: float = 0.0, epochs: int = 3,
+          hooks: Hooks | None = None, **kwargs):
+    """Build (seeded) and train the tiny model; returns (model, history)."""
+    torch.manual_seed(7)
+    model = build_model(SPEC)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    options = dict(batch_size=4, checkpoint_every=2, seed=3, progress=False, val_dataset=TinyData(8, seed=9))
+    options.update(kwargs)
+    history = fit(model, loss_fn=loss_fn, dataset=TinyData(), optimizer=opt, scheduler=sched, epochs=epochs,
+                  out_dir=out_dir, resume=resume, hooks=hooks if hooks is not None else Slow(delay), **options)
+    return model, history
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--delay", type=float, default=0.0)
+    args = parser.parse_args()
+    train(args.out, resume=args.resume, delay=args.delay)
+    (Path(args.out) / "done").touch()
