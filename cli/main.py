@@ -4,7 +4,9 @@ and saves. No algorithm lives here.
 Commands: ``recon`` (reconstruct a k-space file), ``demo`` (bundled data, figures
 and metrics), ``info`` (describe a data file), ``problems`` (the named problem
 instances) and ``version``. Bad input gives one ``error: ...`` line on stderr and
-exit code 2 (see :mod:`cli._errors`).
+exit code 2 (see :mod:`cli._errors`). No arguments at all print the help on stdout
+and exit with code 0, whatever the click or typer version (their built-in
+``no_args_is_help`` exits with 0 or 2 depending on the version, so it is not used).
 """
 
 from __future__ import annotations
@@ -35,12 +37,23 @@ app = typer.Typer(
     name="convexrecon",
     help=APP_HELP,
     epilog=APP_EPILOG,
-    no_args_is_help=True,
+    no_args_is_help=False,
+    invoke_without_command=True,
     add_completion=False,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    # no subcommand: the help on stdout, exit code 0 (a request for help, not an error)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
 
 app.command("recon", epilog=RECON_EPILOG)(recon)
 app.command("demo", epilog=DEMO_EPILOG)(demo)

@@ -110,9 +110,14 @@ def test_recon_help_teaches(runner):
 
 
 def test_no_arguments_shows_help(runner):
+    """No arguments: the full help on stdout, exit code 0 (a defined behaviour, not the
+    click version's), nothing on stderr."""
     result = runner.invoke(app, [])
-    assert result.exit_code in (0, 2)
-    assert "recon" in result.stdout + result.stderr
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.stdout == runner.invoke(app, ["--help"]).stdout
+    for command in ("recon", "demo", "info", "problems", "version"):
+        assert command in result.stdout
 
 
 def test_version(runner):
