@@ -13,7 +13,8 @@ a transposed convolution (which would be the adjoint in ``X``).
 
 Conventions
 - Images are real ``(N, C, H, W)``; a complex MR image is two channels (real,
-  imaginary), see :func:`complex_to_channels`.
+  imaginary), see :func:`complex_to_channels` (re-exported from
+  :mod:`convexrecon.data.transforms`).
 - ``padding`` is ``"zeros"`` or ``"circular"``; outputs keep the ``H x W`` size (odd
   kernels). The images are padded once, at construction.
 - ``bias=True`` appends a constant channel *after* padding, so every patch sees the
@@ -33,6 +34,8 @@ import torch.nn.functional as F
 from convexrecon._checks import check_choice, check_finite
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator, prod
+# defined in convexrecon.data.transforms (torch-only, no operator import: no cycle)
+from convexrecon.data.transforms import channels_to_complex, complex_to_channels
 
 __all__ = [
     "PAD_MODES",
@@ -45,31 +48,6 @@ __all__ = [
 ]
 
 PAD_MODES = ("zeros", "circular")
-
-
-def complex_to_channels(x: torch.Tensor) -> torch.Tensor:
-    """Complex ``(N, C, H, W)`` (or ``(N, H, W)``) -> real ``(N, 2C, H, W)``.
-
-    Channel ``2c`` is the real part and ``2c + 1`` the imaginary part of channel ``c``.
-    A real input is returned unchanged.
-    """
-    if not x.is_complex():
-        return x
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    if x.ndim != 4:
-        raise InputError(f"complex_to_channels: expected (N, C, H, W) or (N, H, W), got {tuple(x.shape)}")
-    n, c, h, w = x.shape
-    return torch.view_as_real(x).permute(0, 1, 4, 2, 3).reshape(n, 2 * c, h, w)
-
-
-def channels_to_complex(x: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`complex_to_channels`: real ``(N, 2C, H, W)`` -> complex ``(N, C, H, W)``."""
-    if x.ndim != 4 or x.shape[1] % 2:
-        raise InputError(f"channels_to_complex: expected (N, 2C, H, W), got {tuple(x.shape)}")
-    n, c2, h, w = x.shape
-    y = x.reshape(n, c2 // 2, 2, h, w).permute(0, 1, 3, 4, 2).contiguous()
-    return torch.view_as_complex(y)
 
 
 def _check_kernel(kernel_size: int) -> int:

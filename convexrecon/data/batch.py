@@ -1,0 +1,146 @@
+"""Batches of samples: :func:`collate` and :class:`Batch` with its encoding operator.
+
+``Batch.operator()`` is the scaled encoding operator of the whole batch, with the
+per-sample maps, masks and operator scales as leading batch dimensions:
+
+- Cartesian: one :class:`~convexrecon.operators.Sense` with maps ``(B, C, H, W)``
+  (divided by each sample's ``op_scale``) and masks ``(B, H, W)``;
+- radial with one shared trajectory: one
+  :class:`~convexrecon.operators.NonCartesianSense` with batched maps;
+- radial with a trajectory per sample: :class:`PerSample`, the samples' own
+  operators applied along the batch axis.
+
+In every case ``op.forward(batch.target) ~ batch.kspace`` with shapes
+``(B, H, W) -> (B, *op.oshape)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import torch
+
+from convexrecon.data._cache import noncartesian
+from convexrecon.errors import InputError
+from convexrecon.operators.base import Operator
+from convexrecon.operators.noncartesian import NonCartesianSense
+from convexrecon.operators.sense import Sense
+
+__all__ = ["Batch", "collate", "PerSample"]
+
+
+@dataclass
+class Batch:
+    """Samples stacked along a leading batch dimension ``B`` (fields as
+    :class:`~convexrecon.data.Sample`; ``op_scale``, ``data_scale``, ``noise_std``
+    are float64 ``(B,)`` tensors, ``index`` int64 ``(B,)``, ``label`` a list)."""
+
+    target: torch.Tensor | None
+    kspace: torch.Tensor
+    maps: torch.Tensor
+    mask: torch.Tensor | None
+    traj: torch.Tensor | None
+    index: torch.Tensor
+    op_scale: torch.Tensor
+    data_scale: torch.Tensor
+    noise_std: torch.Tensor
+    label: list[str]
+
+    def __len__(self) -> int:
+        return int(self.kspace.shape[0])
+
+    def to(self, device: torch.device | str | None) -> "Batch":
+        """A copy with every tensor on ``device``."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = v.to(device) if isinstance(v, torch.Tensor) else v
+        return Batch(**out)
+
+    def scaled_maps(self) -> torch.Tensor:
+        """The maps divided by each sample's operator scale, ``(B, C, H, W)``."""
+        s = (1.0 / self.op_scale).to(device=self.maps.device, dtype=self.maps.real.dtype)
+        return self.maps * s.reshape(-1, 1, 1, 1)
+
+    def operator(self) -> Operator:
+        """The scaled encoding operator of the batch (see the module docstring)."""
+        maps = self.scaled_maps()
+        if self.traj is None:
+            return Sense(maps, self.mask)
+        if bool((self.traj == self.traj[:1]).all()):
+            return NonCartesianSense(maps, self.traj[0])
+        return PerSample([noncartesian(self.maps[b], self.traj[b]) * (1.0 / float(self.op_scale[b]))
+                          for b in range(len(self))])
+
+
+class PerSample(Operator):
+    """Operators of one shape applied sample by sample: input ``(*lead, B, *ishape)``,
+    output ``(*lead, B, *oshape)``, sample ``b`` through ``ops[b]``."""
+
+    def __init__(self, ops: Sequence[Operator]) -> None:
+        ops = list(ops)
+        if not ops:
+            raise InputError("ops: expected at least one operator, got none")
+        for op in ops[1:]:
+            if (op.ishape, op.oshape) != (ops[0].ishape, ops[0].oshape):
+                raise InputError(f"ops: expected one ishape/oshape, got {op.ishape}/{op.oshape} "
+                                 f"and {ops[0].ishape}/{ops[0].oshape}")
+        super().__init__(ops[0].ishape, ops[0].oshape, dtype=ops[0].dtype)
+        self.ops = ops
+
+    def _apply(self, t: torch.Tensor, tail: int, fn: str) -> torch.Tensor:
+        axis = t.ndim - tail - 1
+        if axis < 0 or t.shape[axis] != len(self.ops):
+            raise InputError(f"PerSample: expected a batch axis of {len(self.ops)} before the "
+                             f"last {tail} axes, got shape {tuple(t.shape)}")
+        parts = [getattr(op, fn)(t.select(axis, b)) for b, op in enumerate(self.ops)]
+        return torch.stack(parts, dim=parts[0].ndim - (len(self.oshape) if fn == "_forward"
+                                                        else len(self.ishape)))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, len(self.ishape), "_forward")
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self._apply(y, len(self.oshape), "_adjoint")
+
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
+        axis = x.ndim - len(self.ishape) - 1
+        if axis < 0 or x.shape[axis] != len(self.ops):
+            raise InputError(f"PerSample: expected a batch axis of {len(self.ops)}, got {tuple(x.shape)}")
+        parts = [op._normal(x.select(axis, b)) for b, op in enumerate(self.ops)]
+        return torch.stack(parts, dim=axis)
+
+
+def _stack_opt(values: list, name: str):
+    kinds = {v is None for v in values}
+    if len(kinds) > 1:
+        raise InputError(f"samples: expected {name} on all samples or on none")
+    return None if values[0] is None else torch.stack(values)
+
+
+def collate(samples: Sequence) -> Batch:
+    """Stack :class:`~convexrecon.data.Sample` objects into a :class:`Batch` (use as a
+    DataLoader's ``collate_fn``).
+
+    Raises:
+        InputError: no samples, or samples of different shapes or kinds.
+    """
+    samples = list(samples)
+    if not samples:
+        raise InputError("samples: expected at least one sample, got none")
+    try:
+        return Batch(
+            target=_stack_opt([s.target for s in samples], "target"),
+            kspace=torch.stack([s.kspace for s in samples]),
+            maps=torch.stack([s.maps for s in samples]),
+            mask=_stack_opt([s.mask for s in samples], "mask"),
+            traj=_stack_opt([s.traj for s in samples], "traj"),
+            index=torch.tensor([s.index for s in samples], dtype=torch.int64),
+            op_scale=torch.tensor([s.op_scale for s in samples], dtype=torch.float64),
+            data_scale=torch.tensor([s.data_scale for s in samples], dtype=torch.float64),
+            noise_std=torch.tensor([s.noise_std for s in samples], dtype=torch.float64),
+            label=[s.label for s in samples],
+        )
+    except RuntimeError as exc:  # torch.stack on different shapes
+        raise InputError(f"samples: expected equal shapes in a batch ({exc})") from exc
