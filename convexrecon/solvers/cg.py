@@ -169,7 +169,8 @@ def cg_solve(op: Operator, b: torch.Tensor, *, mu: float | torch.Tensor = 0.0,
     For a data-consistency step inside a network (MoDL-style unrolling), where
     ``b = A^H y + mu z`` carries the gradient. The backward pass is one more CG
     solve with the same matrix, which is self-adjoint: ``g_b = (H + mu I)^-1 g_x``
-    and ``g_mu = -Re <x, g_b>``, so no iterate is stored. ``H`` is held fixed: no
+    and ``g_mu = -Re <x, g_b>``, so no iterate is stored. That solve is itself a
+    ``cg_solve``, so double backward works too. ``H`` is held fixed: no
     gradient reaches its parameters (coil maps, mask). Both solves stop at ``tol``
     or ``max_iter``; the gradient is as accurate as the solves.
 
@@ -205,10 +206,12 @@ class _CGSolve(torch.autograd.Function):
         return x
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g):  # noqa: D102
+        # the backward is itself a cg_solve, so double backward works (Jacobian
+        # regularisation of a DEQ with a CG data-consistency step)
         x, mu = ctx.saved_tensors
-        gb = CG(ctx.op, g, mu=ctx.mu, **ctx.opts).run().x
+        gb = cg_solve(ctx.op, g, mu=mu, batch_dims=ctx.opts["batch_dims"],
+                      max_iter=ctx.opts["max_iter"], tol=ctx.opts["tol"])
         if gb.is_complex() and not ctx.b_dtype.is_complex:
             gb = gb.real  # a real b in a complex system: its gradient is the real part
         gb = gb.to(ctx.b_dtype)
