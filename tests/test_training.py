@@ -95,3 +95,137 @@ def test_load_model_rejects_mismatched_weights(tmp_path):
         load_model(path)
     with pytest.raises(InputError, match="cannot import"):
         build_model({"factory": "no_such_module_xyz:f", "kwargs": {}})
+
+
+# ----------------------------------------------------------------------------- resume
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"training script exited early: {proc.stderr.read().decode()[-2000:]}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("no checkpoint appeared")
+        time.sleep(0.02)
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    killed, ref = tmp_path / "killed", tmp_path / "ref"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    delay = 0.2
+    proc = subprocess.Popen([sys.executable, str(HERE / "training_tiny.py"), str(killed), "--delay", str(delay)],
+                            env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    try:
+        ref_model, ref_history = T.train(ref)  # the uninterrupted run, while the other one starts
+        _wait_for(killed / CHECKPOINT_NAME, proc)
+        time.sleep(1.5 * delay)  # let it take a step past the checkpoint (lost, then replayed)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (killed / "done").exists()
+    at = load_checkpoint(killed / CHECKPOINT_NAME)["global_step"]
+    assert 0 < at < 18, at  # killed in the middle
+    model, history = T.train(killed, resume=True)
+    assert history.resumed_from_step == at
+    assert _same_weights(model, ref_model)
+    assert history.step_loss == ref_history.step_loss
+    assert _losses(killed) == _losses(ref)
+    assert load_checkpoint(killed / CHECKPOINT_NAME)["hook_state"] == {"steps": 18}
+
+
+class _SigintAt(T.Slow):
+    def __init__(self, at: int) -> None:
+        super().__init__(0.0)
+        self.at = at
+
+    def on_step_end(self, *, epoch: int, step: int, loss: float, skipped: bool) -> None:
+        super().on_step_end(epoch=epoch, step=step, loss=loss, skipped=skipped)
+        if step == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_sigint_checkpoints_at_the_step_and_resume_is_exact(tmp_path):
+    ref_model, ref_history = T.train(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        T.train(tmp_path / "int", hooks=_SigintAt(7))  # 7: mid-epoch 1, not a checkpoint_every step
+    assert load_checkpoint(tmp_path / "int" / CHECKPOINT_NAME)["global_step"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    model, history = T.train(tmp_path / "int", resume=True)
+    assert _same_weights(model, ref_model) and history.step_loss == ref_history.step_loss
+    assert _losses(tmp_path / "int") == _losses(tmp_path / "ref")
+    # a finished run resumes to a no-op; more epochs continue it
+    again, h2 = T.train(tmp_path / "int", resume=True)
+    assert _same_weights(again, ref_model) and len(h2.epochs) == 3
+
+
+def test_resume_guards(tmp_path):
+    T.train(tmp_path, epochs=1)
+    with pytest.raises(InputError, match="resume=True"):
+        T.train(tmp_path, epochs=1)
+    with pytest.raises(InputError, match="batch_size"):
+        T.train(tmp_path, epochs=2, resume=True, batch_size=3)
+    with pytest.raises(InputError, match="epochs"):
+        T.train(tmp_path / "x", epochs=0)
+
+
+# ----------------------------------------------------------------------------- hooks, logging
+class _RejectStep(Hooks):
+    def __init__(self, reject: int) -> None:
+        self.reject = reject
+        self.weights: list[torch.Tensor] = []
+        self.model: torch.nn.Module | None = None
+
+    def accept(self, loss, *, epoch, step):
+        return step != self.reject
+
+    def on_step_end(self, *, epoch, step, loss, skipped):
+        self.weights.append(torch.cat([p.detach().flatten().clone() for p in self.model.parameters()]))
+
+
+def test_hook_can_skip_a_batch_without_an_optimiser_step(tmp_path):
+    hooks = _RejectStep(reject=4)
+    torch.manual_seed(7)
+    model = build_model(T.SPEC)
+    hooks.model = model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    history = fit(model, loss_fn=T.loss_fn, dataset=T.TinyData(), optimizer=opt, epochs=1, out_dir=tmp_path,
+                  batch_size=4, progress=False, hooks=hooks)
+    assert history.epochs[0]["skipped"] == 1
+    assert torch.isnan(torch.tensor(history.step_loss[3])) and all(
+        v == v for i, v in enumerate(history.step_loss) if i != 3)
+    assert torch.equal(hooks.weights[3], hooks.weights[2])  # the skipped step changed nothing
+    assert not torch.equal(hooks.weights[4], hooks.weights[3])
+    assert int(opt.state[next(iter(model.parameters()))]["step"]) == 5
+    assert json.loads((tmp_path / "metrics.json").read_text())["step_loss"][3] is None
+
+
+def test_loss_extras_validation_and_tensorboard(tmp_path):
+    def loss_fn(model, batch):
+        loss = T.loss_fn(model, batch)
+        return loss, {"half": 0.5 * loss.item()}
+
+    def val_fn(model, batch):
+        return {"mse": T.loss_fn(model, batch), "one": 1.0}
+
+    torch.manual_seed(0)
+    model = T.make_model(dropout=0.0)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    history = fit(model, loss_fn=loss_fn, dataset=T.TinyData(), optimizer=opt, epochs=2, out_dir=tmp_path,
+                  batch_size=5, progress=True, val_dataset=T.TinyData(7, seed=1), val_fn=val_fn, tensorboard=True)
+    e = history.epochs[-1]
+    assert e["train_half"] == pytest.approx(0.5 * e["train_loss"], rel=1e-6)
+    assert e["val_one"] == pytest.approx(1.0) and e["val_mse"] > 0
+    assert len(history.step_loss) == 10  # 24 samples, batches of 5 (last one of 4)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    steps = acc.Scalars("train/loss_step")
+    assert [s.step for s in steps] == list(range(1, 11))
+    assert steps[-1].value == pytest.approx(history.step_loss[-1], rel=1e-6)
+    assert acc.Scalars("epoch/val_mse")[-1].value == pytest.approx(e["val_mse"], rel=1e-6)
+    with pytest.raises(InputError, match="no model_spec"):
+        load_model(tmp_path / CHECKPOINT_NAME)

@@ -22,7 +22,8 @@ not from the global generators.
 **Hooks** (:class:`Hooks`) let a model family keep its own state in checkpoints
 (e.g. DEQ warm-start fixed points) and decide per step whether to take the optimiser
 step (e.g. skip a diverged batch). ``loss_fn`` may return ``loss`` or
-``(loss, {"name": float, ...})``; the extra numbers are averaged per epoch.
+``(loss, {"name": float, ...})``; the extra numbers are averaged over
+the epoch's samples like the loss (and over ranks).
 
 Under an initialised ``torch.distributed`` process group the model is wrapped in DDP,
 ``batch_size`` is per process, and rank 0 writes the files (see :mod:`.distributed`).
@@ -412,14 +413,15 @@ def _train_step(
     if clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
     optimizer.step()
-    sums = torch.tensor([loss.detach().item() * n, float(n)], dtype=torch.float64, device=loss.device)
-    sums = D.all_reduce_sum(sums).tolist()
+    keys = sorted(extra)
+    local = [loss.detach().item() * n, float(n)] + [extra[k] * n for k in keys]
+    sums = D.all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=loss.device)).tolist()
     value = sums[0] / sums[1]
     acc.loss_sum += sums[0]
     acc.count += sums[1]
-    for key, v in extra.items():
+    for key, v in zip(keys, sums[2:]):
         s, c = acc.extra.setdefault(key, [0.0, 0.0])
-        acc.extra[key] = [s + v, c + 1.0]
+        acc.extra[key] = [s + v, c + sums[1]]
     return value, False
 
 
