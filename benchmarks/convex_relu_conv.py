@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from convexrecon.perf import retain_freed_memory
-from convexrecon.programs.relu_conv import ConvTwoLayerReLU
-from convexrecon.programs.relu_conv_cone import ConvReLUAugLag, ConvTwoLayerReLUCone
+from convexrecon.programs.relu import ConvGatedReLU, ConvTwoLayerReLUCone
+from convexrecon.solvers.auglag import ConvReLUAugLag
 from convexrecon.solvers.fista import FISTA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +119,7 @@ def gated_case(n: int, size: int, k: int, *, tol: float = 1e-3, max_iter: int = 
     X, Y = dealias_task(n, size)
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    prog = ConvTwoLayerReLU(X.to(dtype), Y.to(dtype), kernel_size=k, n_patterns=N_PATTERNS,
+    prog = ConvGatedReLU(X.to(dtype), Y.to(dtype), kernel_size=k, n_patterns=N_PATTERNS,
                             beta=1.0, seed=0)
     prog.set_beta(BETA_FRAC * prog.beta_max())
     t_build = time.perf_counter() - t0
@@ -150,9 +150,9 @@ def relu_case(n: int, size: int, k: int, *, time_budget: float, inner_iter: int,
                             time_budget=time_budget)
     res = solver.run()
     total = time.perf_counter() - t0
-    info = prog.kkt(res.x, multipliers=solver.multipliers)
+    info = prog.kkt(res.x, multipliers=solver.multipliers(res.state))
     return dict(case=f"relu-{n}x{size} k{k}", seconds=total, iters=f"{res.state.it}x{inner_iter}",
-                gap=info["gap"], violation=info["violation"], objective=info["primal"],
+                gap=info.gap, violation=info.violation, objective=info.primal,
                 gated_obj=gated_obj)
 
 

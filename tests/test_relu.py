@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from convexrecon.errors import InputError
-from convexrecon.programs.relu import (GatedReLU, Patterns, TwoLayerReLU, sample_patterns)
-from convexrecon.programs.relu_cvxpy import min_norm_cone_decomposition
-from convexrecon.programs.relu_recover import (GatedNet, TwoLayerNet, cone_decomposition,
-                                               network_objective, recover_network)
+from convexrecon.programs.relu import (GatedNet, GatedReLU, Patterns, TwoLayerNet, TwoLayerReLU,
+                                       cone_decomposition, min_norm_cone_decomposition,
+                                       network_objective, recover_network, sample_patterns)
 
 
 def make_data(n: int, d: int, *, seed: int = 0, c: int = 1, noise: float = 0.1):

@@ -11,9 +11,11 @@ from convexrecon.errors import InputError
 from convexrecon.operators import dot_test
 from convexrecon.operators.conv import (PatternConv, channels_to_complex, complex_to_channels,
                                         pad_input, pattern_masks, random_gates)
-from convexrecon.programs.relu_conv import ConvTwoLayerReLU
-from convexrecon.programs.relu_conv_cone import ConvReLUAugLag, ConvTwoLayerReLUCone
+from convexrecon.programs.relu import ConvGatedReLU, ConvTwoLayerReLUCone
+from convexrecon.solvers.auglag import ConvReLUAugLag
 from convexrecon.solvers.fista import FISTA
+
+ConvTwoLayerReLU = ConvGatedReLU  # the program's former name (a deprecated alias now)
 
 D64 = torch.float64
 
@@ -206,13 +208,13 @@ def test_cone_form_vs_cvxpy():
     problem, to_x = prog.to_cvxpy()
     problem.solve(solver="CLARABEL")
     opt = float(problem.value)
-    assert prog.kkt(to_x())["violation"] < 1e-6
+    assert prog.kkt(to_x()).violation < 1e-6
     solver = ConvReLUAugLag(prog, tol=1e-4, max_outer=30, inner_iter=100)
     res = solver.run()
-    info = prog.kkt(res.x, multipliers=solver.multipliers)
-    assert abs(info["primal"] - opt) <= 2e-3 * opt
-    assert info["violation"] < 1e-4 and info["gap"] < 2e-2
-    assert info["dual"] <= opt * (1 + 1e-9)  # a valid lower bound
+    info = prog.kkt(res.x, multipliers=solver.multipliers(res.state))
+    assert abs(info.primal - opt) <= 2e-3 * opt
+    assert info.violation < 1e-4 and info.gap < 2e-2
+    assert info.dual <= opt * (1 + 1e-9)  # a valid lower bound
     assert prog.certificate(prog.zeros()) > 0.1
 
 

@@ -24,23 +24,25 @@ the gated form, with the dual point the best feasible multiple of the residual
 ``Y - A u`` of the least-squares step (whose correlation ``A^T (Y - A u)`` that
 step returns, so the check costs one ``A q``); the KKT triple with
 ADMM's cone multipliers ``mu = -rho gamma nu >= 0`` (plus ``violation <=
-feas_tol``) for the ReLU form. Warm starts: ``run(x0, dual=...)``.
+feas_tol``) for the ReLU form. Warm starts: ``run(x0, dual=...)`` (passed to
+``init``). The Anderson memory and every other quantity a run changes live in
+:class:`ADMMState`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import GatedReLU, TwoLayerReLU, prox_group, prox_nuclear
-from convexrecon.programs.relu_certificates import scaled_dual
+from convexrecon.programs.relu.certificates import scaled_dual
 from convexrecon.solvers.admm_core import Anderson, BlockSystem
-from convexrecon.solvers.base import Result, Solver, State
+from convexrecon.solvers.base import Solver, State
 
 __all__ = ["BlockSystem", "ADMMGated", "ADMMReLU", "ADMMState"]
 
@@ -53,7 +55,9 @@ class ADMMState(State):
     fixed-point residual ``T(z) - z`` (norm ``g_norm``); ``rho`` the current
     penalty. Gated form: ``AU`` the fit ``A u`` and ``G = A^T (Y - A u)`` of the last
     least-squares step, ``primal`` the objective at ``q`` once certified.
-    ``dual_residual`` is updated on the iterations that may adapt ``rho``."""
+    ``dual_residual`` is updated on the iterations that may adapt ``rho``. ``aa``
+    the Anderson accelerator of this run (``None`` when disabled), ``kkt`` the
+    last :class:`~convexrecon.programs.relu.KKT` (ReLU form, ``stop="kkt"``)."""
 
     z: Any = None
     g: Any = None
@@ -73,6 +77,8 @@ class ADMMState(State):
     n_rho_updates: int = 0
     n_evals: int = 0
     n_accelerated: int = 0
+    aa: Any = None
+    kkt: Any = None
 
 
 @dataclass
@@ -118,9 +124,7 @@ class _ADMMBase(Solver[ADMMState]):
         self.adapt_factor = float(adapt_factor)
         self.balance = check_positive(balance, "balance")
         self.safeguard = check_positive(safeguard, "safeguard")
-        self.aa = Anderson(int(anderson)) if int(anderson) > 0 else None
-        self._dual0 = None
-        self._s_rel = math.inf
+        self.anderson = int(anderson)
 
     # -- subclass hooks -------------------------------------------------------------
     def _eval(self, z: torch.Tensor, rho: float) -> _Eval:
@@ -134,27 +138,27 @@ class _ADMMBase(Solver[ADMMState]):
         raise NotImplementedError
 
     # -- protocol -------------------------------------------------------------------
-    def run(self, x0: Any = None, callback: Callable[[ADMMState], Any] | None = None, *,
-            dual: Any = None) -> Result:
-        """Iterate from ``x0`` (and the unscaled ``dual`` of a previous run)."""
-        self._dual0 = dual
-        try:
-            res = super().run(x0, callback)
-        finally:
-            self._dual0 = None
-        res.converged = res.converged and self._feasible(res.state)
-        dt = self.user_program.data.X.dtype
-        res.x = tuple(t.to(dt) for t in res.x) if isinstance(res.x, tuple) else res.x.to(dt)
-        return res
+    def converged(self, state: ADMMState) -> bool:
+        return super().converged(state) and self._feasible(state)
 
-    def _start(self, z: torch.Tensor, rho: float) -> ADMMState:
-        if self.aa is not None:
-            self.aa.reset()
-        st = ADMMState(x=None, z=z, rho=rho)
+    def solution(self, state: ADMMState) -> Any:
+        """The iterate in the user program's dtype."""
+        dt = self.user_program.data.X.dtype
+        x = state.x
+        return tuple(t.to(dt) for t in x) if isinstance(x, tuple) else x.to(dt)
+
+    def _start(self, z: torch.Tensor, rho: float, aa: Anderson | None = None) -> ADMMState:
+        """A fresh state at ``z`` with penalty ``rho``; ``aa`` (reset) or a new
+        Anderson accelerator carries the memory."""
+        if aa is None and self.anderson > 0:
+            aa = Anderson(self.anderson)
+        elif aa is not None:
+            aa.reset()
+        st = ADMMState(x=None, z=z, rho=rho, aa=aa)
         self._set(st, z, self._eval(z, rho))
         st.n_evals = 1
-        if self.aa is not None:
-            self.aa.push(z, st.g)
+        if aa is not None:
+            aa.push(z, st.g)
         return st
 
     def _set(self, st: ADMMState, z: torch.Tensor, ev: _Eval) -> None:
@@ -169,7 +173,8 @@ class _ADMMBase(Solver[ADMMState]):
         track = self._adapting(st.it + 1)  # the dual residual is needed only then
         q_old = self._pack_q_state(st) if track else None
         ev = None
-        z_new = self.aa.extrapolate() if self.aa is not None else None
+        aa = st.aa
+        z_new = aa.extrapolate() if aa is not None else None
         if z_new is not None:
             ev = self._eval(z_new, rho)
             st.n_evals += 1
@@ -181,14 +186,13 @@ class _ADMMBase(Solver[ADMMState]):
             z_new = st.z + st.g
             ev = self._eval(z_new, rho)
             st.n_evals += 1
-        if self.aa is not None:
-            self.aa.push(z_new, ev.g)
+        if aa is not None:
+            aa.push(z_new, ev.g)
         self._set(st, z_new, ev)
         if track:
             q_new = self._pack_q(ev)
             lam_norm = max(float(torch.linalg.vector_norm(z_new - q_new)), _tiny(z_new))
-            self._s_rel = float(torch.linalg.vector_norm(q_new - q_old)) / lam_norm
-            st.dual_residual = self._s_rel
+            st.dual_residual = float(torch.linalg.vector_norm(q_new - q_old)) / lam_norm
         st.it += 1
         self._adapt(st)
         return st
@@ -210,7 +214,7 @@ class _ADMMBase(Solver[ADMMState]):
         """Residual balancing: every ``adapt_every`` iterations scale ``rho`` by
         ``sqrt(balance * r_rel / s_rel)`` when that is off by more than
         ``adapt_factor``; ``z`` is moved so that ``q`` and ``rho lam`` are kept."""
-        r_rel, s_rel = st.primal_residual, self._s_rel
+        r_rel, s_rel = st.primal_residual, st.dual_residual
         if not self._adapting(st.it) or s_rel <= 0 or r_rel <= 0:
             return
         ratio = self._target_ratio(st, r_rel, s_rel)
@@ -219,7 +223,7 @@ class _ADMMBase(Solver[ADMMState]):
         ratio = min(max(ratio, 1e-3), 1e3)
         qp = self._pack_q_state(st)
         z = qp + (st.z - qp) / ratio
-        new = self._start(z, st.rho * ratio)
+        new = self._start(z, st.rho * ratio, st.aa)
         new.it, new.certificate = st.it, st.certificate
         new.n_rho_updates = st.n_rho_updates + 1
         new.n_evals += st.n_evals
@@ -274,12 +278,14 @@ class ADMMGated(_ADMMBase):
         self.shape = data.block_shape
         self.prox = prox_group if data.c == 1 else prox_nuclear
 
-    def init(self, x0: Any = None) -> ADMMState:
+    def init(self, x0: Any = None, *, dual: Any = None) -> ADMMState:
+        """Start at ``x0`` (zeros by default) and the unscaled block ``dual`` of a
+        previous run (:meth:`dual`; zeros by default)."""
         data = self.program.data
         q = data.zeros() if x0 is None else data.check_blocks(x0, "x0").to(data.X)
         rho = self._default_rho(self.system)
-        lam = torch.zeros_like(q) if self._dual0 is None else \
-            data.check_blocks(self._dual0, "dual").to(data.X) / rho
+        lam = torch.zeros_like(q) if dual is None else \
+            data.check_blocks(dual, "dual").to(data.X) / rho
         return self._start((q + lam).reshape(-1), rho)
 
     def _default_rho(self, system: BlockSystem) -> float:
@@ -375,7 +381,6 @@ class ADMMReLU(_ADMMBase):
         self.qshape = (2 * self.P, data.d, data.c)
         self.sshape = (data.n, 2 * self.P, data.c)
         self.nq = math.prod(self.qshape)
-        self._last_kkt = None
 
     def _G(self, U: torch.Tensor) -> torch.Tensor:
         N, d, c = U.shape
@@ -387,7 +392,9 @@ class ADMMReLU(_ADMMBase):
         Z = (self.E2.unsqueeze(-1) * S).reshape(n, N * c)
         return (self.system.Xt_ @ Z).reshape(-1, N, c).permute(1, 0, 2)
 
-    def init(self, x0: Any = None) -> ADMMState:
+    def init(self, x0: Any = None, *, dual: Any = None) -> ADMMState:
+        """Start at ``x0`` (zeros by default) and the unscaled duals ``(consensus,
+        cone)`` of a previous run (:meth:`dual`; zeros by default)."""
         data = self.program.data
         if x0 is None:
             q = torch.cat(self.program.zeros(), dim=0)
@@ -398,12 +405,12 @@ class ADMMReLU(_ADMMBase):
         s = torch.clamp(self._G(q), min=0.0)
         lam = torch.zeros_like(q)
         nu = torch.zeros_like(s)
-        if self._dual0 is not None:
-            if not isinstance(self._dual0, tuple) or len(self._dual0) != 2:
+        if dual is not None:
+            if not isinstance(dual, tuple) or len(dual) != 2:
                 raise InputError("dual: expected the tuple (consensus dual (2P, d, c), "
-                                 f"cone dual (n, 2P, c)), got {type(self._dual0).__name__}")
-            lam = self._dual0[0].to(q) / rho
-            nu = self._dual0[1].to(q) / (rho * self.gamma)
+                                 f"cone dual (n, 2P, c)), got {type(dual).__name__}")
+            lam = dual[0].to(q) / rho
+            nu = dual[1].to(q) / (rho * self.gamma)
         z = torch.cat([(q + lam).reshape(-1), self.sg * (s + nu).reshape(-1)])
         return self._start(z, rho)
 
@@ -444,7 +451,7 @@ class ADMMReLU(_ADMMBase):
         mult = self.multipliers(st)
         if self.stop == "kkt":
             kkt = self.program.kkt(st.x, multipliers=mult)
-            self._last_kkt = kkt
+            st.kkt = kkt
             st.violation = kkt.violation
             return kkt.max
         st.violation = self.program.violation(st.x)

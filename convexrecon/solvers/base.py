@@ -2,16 +2,22 @@
 
 A solver is *how* a program is minimised; it holds no model state. It exposes
 
-* ``init(x0) -> State``
+* ``init(x0, **warm) -> State`` (``warm``: a solver's own warm starts, e.g. ADMM's
+  ``dual``)
 * ``step(state) -> State``
 * ``done(state) -> bool``
-* ``run(x0=None, callback=None) -> Result``
+* ``run(x0=None, callback=None, **warm) -> Result``
+
+Everything a run changes lives in its ``State``; the solver object holds options
+and precomputed structure only, so one solver can run many times.
 
 ``State`` and ``History`` are typed dataclasses. Variables are a tensor or a tuple
 of tensors (a small pytree); :mod:`convexrecon.tree` maps over them.
 
-Subclasses implement ``init``, ``step`` and the ``_objective``/``_certificate``
-hooks; ``done`` and ``run`` are shared.
+Subclasses implement ``init``, ``step``, ``objective`` and ``certificate``, and
+may refine ``done``, ``converged`` (extra conditions such as feasibility) and
+``solution`` (the result's variable, e.g. cast back to the program's dtype);
+``run`` is shared.
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ class Solver(Generic[S]):
         self.check_every = int(check_every)
 
     # -- hooks --------------------------------------------------------------------
-    def init(self, x0: Variable | None = None) -> S:
+    def init(self, x0: Variable | None = None, **warm: Any) -> S:
         raise NotImplementedError
 
     def step(self, state: S) -> S:
@@ -117,13 +123,23 @@ class Solver(Generic[S]):
         """True when ``max_iter`` is reached or the certificate is below ``tol``."""
         return state.it >= self.max_iter or (self.tol > 0 and state.certificate <= self.tol)
 
+    def converged(self, state: S) -> bool:
+        """Whether ``state`` meets the tolerance (``tol > 0`` and the certificate
+        at most ``tol``)."""
+        return self.tol > 0 and state.certificate <= self.tol
+
+    def solution(self, state: S) -> Variable:
+        """The result's variable at ``state`` (``state.x``)."""
+        return state.x
+
     def run(self, x0: Variable | None = None,
-            callback: Callable[[S], Any] | None = None) -> Result:
-        """Iterate from ``x0`` until ``done``; ``callback(state)`` after each step."""
+            callback: Callable[[S], Any] | None = None, **warm: Any) -> Result:
+        """Iterate from ``x0`` (``warm``: further warm starts, passed to ``init``)
+        until ``done``; ``callback(state)`` after each step."""
         history = History()
         t0 = time.perf_counter()
         with torch.no_grad():
-            state = self.init(x0)
+            state = self.init(x0, **warm)
             while not self.done(state):
                 state = self.step(state)
                 if self.check_every and state.it % self.check_every == 0:
@@ -132,8 +148,8 @@ class Solver(Generic[S]):
                     callback(state)
             if not history.iteration or history.iteration[-1] != state.it:
                 self._record(state, history, t0)
-        converged = self.tol > 0 and state.certificate <= self.tol
-        return Result(x=state.x, history=history, state=state, converged=converged)
+        return Result(x=self.solution(state), history=history, state=state,
+                      converged=self.converged(state))
 
     def _record(self, state: S, history: History, t0: float) -> None:
         elapsed = time.perf_counter() - t0

@@ -45,7 +45,7 @@ its gate: ``E_j X g_j = |X g_j| >= 0``, so ``u_j + tau_j g_j`` with ``tau_j = ma
 viol_jk / |X g_j|_k`` satisfies every constraint (a block whose violated rows have
 ``X g_j = 0``, or all blocks when the patterns came without gates, are left as
 they are). The relative duality gap is then
-:func:`~convexrecon.programs.relu_certificates.relu_gap` at the repaired point
+:func:`~convexrecon.programs.relu.certificates.relu_gap` at the repaired point
 with the dual candidate ``lam = y - A u`` and the IPM's multipliers ``beta z_lin``;
 ``stop="gap"`` stops when it is at most ``tol`` and the violation at most
 ``feas_tol``; ``stop="kkt"`` also requires the program's KKT maximum with those
@@ -56,17 +56,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
-from convexrecon.programs.relu import TwoLayerReLU
-from convexrecon.programs.relu_data import gate_shift
-from convexrecon.programs.relu_certificates import relu_gap
+from convexrecon.programs.relu import TwoLayerReLU, gate_shift
+from convexrecon.programs.relu.certificates import relu_gap
 from convexrecon.solvers.admm_core import cholesky_solve
-from convexrecon.solvers.base import Result, Solver, State
+from convexrecon.solvers.base import Solver, State
 from convexrecon.solvers.soc import (identity, jprod, jsolve, lin_step, nt_scaling,
                                      soc_step, w_apply)
 
@@ -300,21 +299,19 @@ class IPMReLU(Solver[IPMState]):
         self.absXg = None if g is None else (self.S.X @ self.gates).abs()   # (n, N)
 
     # -- protocol -------------------------------------------------------------------
-    def run(self, x0: Any = None, callback: Callable[[IPMState], Any] | None = None) -> Result:
-        """Iterate until the certificate holds (or ``max_iter``, or a breakdown)."""
+    def converged(self, st: IPMState) -> bool:
+        return super().converged(st) and st.violation <= self.feas_tol
+
+    def solution(self, st: IPMState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The repaired point ``(V, W)`` in the user program's dtype."""
+        dt = self.user_program.data.X.dtype
+        return tuple(t.to(dt) for t in st.x)
+
+    def init(self, x0: Any = None) -> IPMState:
+        """The fixed interior starting point (no ``x0``: warm starts need ADMMReLU)."""
         if x0 is not None:
             raise InputError("x0: the interior-point method starts from its own interior "
                              "point and takes no x0 (for warm starts use ADMMReLU)")
-        res = super().run(None, callback)
-        st = res.state
-        res.converged = res.converged and st.violation <= self.feas_tol
-        dt = self.user_program.data.X.dtype
-        res.x = tuple(t.to(dt) for t in res.x)
-        if st.multipliers is not None:
-            st.multipliers = tuple(m.to(dt) for m in st.multipliers)
-        return res
-
-    def init(self, x0: Any = None) -> IPMState:
         S = self.S
         X = S.X
         kw = dict(dtype=X.dtype, device=X.device)
@@ -379,9 +376,10 @@ class IPMReLU(Solver[IPMState]):
         mult = self._multipliers(st.zl)
         V, W = self._to_x(st.U)
         lam = prog.data.Y - prog.data.apply(V - W)               # residual at the iterate
-        st.x, st.multipliers = x, mult
+        st.x = x
         st.violation = prog.violation(x)
         st.gap = relu_gap(prog, x, multipliers=mult, dual=lam).relative
+        st.multipliers = tuple(m.to(self.user_program.data.X.dtype) for m in mult)
         st.mu = beta * S.unit * _complementarity(st.sl, st.zl, st.ss, st.zs, S.degree)
         if self.stop == "kkt":
             st.kkt = prog.kkt(x, multipliers=mult).max

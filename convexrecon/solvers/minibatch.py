@@ -136,8 +136,7 @@ class MiniBatchProx(Solver[MiniBatchState]):
             step = torch.full_like(st.v2, base)
         z = st.u - step * g
         if self.prox is prox_group:
-            nrm = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-            u = z * torch.clamp(1 - step * self.program.beta / nrm.clamp(min=1e-300), min=0.0)
+            u = prox_group(z, step * self.program.beta)
         else:
             u = torch.stack([prox_nuclear(z[i:i + 1], float(step[i].max()) * self.program.beta)[0]
                              for i in range(z.shape[0])])

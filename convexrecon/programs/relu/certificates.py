@@ -31,7 +31,9 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["GapResult", "KKTResidual", "gated_gap", "gated_dual_point", "scaled_dual", "fresh_ratio",
+from convexrecon.programs.duality import best_scale, scale_limit
+
+__all__ = ["GapResult", "KKT", "KKTResidual", "gated_gap", "gated_kkt", "gated_dual_point", "scaled_dual", "fresh_ratio",
            "relu_kkt", "relu_gap", "estimate_multipliers"]
 
 
@@ -46,16 +48,36 @@ class GapResult:
 
 
 @dataclass
-class KKTResidual:
-    """The relative KKT triple of the ReLU form; ``max`` is the stopping scalar."""
+class KKT:
+    """Relative optimality measures of a convex two-layer program at a point, the
+    same dataclass for all four programs (0 at the optimum; ``nan``: not measured
+    by that program).
 
-    violation: float
-    stationarity: float
-    complementarity: float
+    * ``violation``: relative cone-constraint violation (0 for the gated forms);
+    * ``stationarity``, ``complementarity``: the rest of the KKT triple (cone form
+      on data matrices);
+    * ``gap``: relative duality gap, with its ``primal`` and ``dual`` values.
+
+    ``max`` is the largest measured one: the stopping scalar, and what
+    ``program.certificate`` returns.
+    """
+
+    violation: float = 0.0
+    stationarity: float = math.nan
+    complementarity: float = math.nan
+    gap: float = math.nan
+    primal: float = math.nan
+    dual: float = math.nan
 
     @property
     def max(self) -> float:
-        return max(self.violation, self.stationarity, self.complementarity)
+        parts = [v for v in (self.violation, self.stationarity, self.complementarity, self.gap)
+                 if not math.isnan(v)]
+        return max(parts) if parts else math.nan
+
+
+KKTResidual = KKT
+"""The former name of :class:`KKT`."""
 
 
 def _dual_norms(Z: torch.Tensor, *, per_column: bool) -> torch.Tensor:
@@ -67,19 +89,11 @@ def _dual_norms(Z: torch.Tensor, *, per_column: bool) -> torch.Tensor:
 
 def _scale(data, w: torch.Tensor, Atw: torch.Tensor) -> tuple[float, float]:
     """The best feasible multiple ``t w`` of a candidate ``w`` (with ``Atw = A^T w``):
-    ``(t, dual value)``.
-
-    The feasible set is symmetric and contains 0, so ``|t| <= t_max =
-    beta / max_i ||X^T D_i w||_*``; the dual value ``t <w, Y> - t^2/2 ||w||^2`` is
-    a concave quadratic in ``t``, maximised in closed form over ``[-t_max, t_max]``.
-    """
+    ``(t, dual value)`` (:func:`~convexrecon.programs.duality.best_scale`; the
+    feasible set is symmetric, ``|t| <= beta / max_i ||X^T D_i w||_*``)."""
     worst = float(_dual_norms(Atw, per_column=False).max())
-    a, b = float(torch.sum(w * data.Y)), float(torch.sum(w * w))
-    if b <= 0:
-        return 0.0, 0.0
-    t_max = data.beta / worst if worst > 0 else math.inf
-    t = min(max(a / b, -t_max), t_max)
-    return t, t * a - 0.5 * t * t * b
+    return best_scale(float(torch.sum(w * data.Y)), float(torch.sum(w * w)),
+                      scale_limit(worst, data.beta), symmetric=True)
 
 
 def scaled_dual(data, w: torch.Tensor, Atw: torch.Tensor) -> float:
@@ -169,6 +183,13 @@ def gated_gap(prog, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> Gap
     return GapResult(primal=primal, dual=dual_value, gap=gap, relative=gap / denom)
 
 
+def gated_kkt(prog, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> KKT:
+    """:class:`KKT` of a gated program: no constraints (``violation = 0``) and the
+    relative duality gap of :func:`gated_gap` with its primal and dual values."""
+    g = gated_gap(prog, U, dual=dual)
+    return KKT(violation=0.0, gap=g.relative, primal=g.primal, dual=g.dual)
+
+
 def fresh_ratio(data, lam: torch.Tensor, *, n_fresh: int, seed: int,
                 per_column: bool = False, chunk: int = 256) -> float:
     """``max ||X^T D lam|| / beta`` over ``n_fresh`` patterns from fresh Gaussian gates."""
@@ -250,7 +271,7 @@ def _lstsq_start(X: torch.Tensor, E2: torch.Tensor, target: torch.Tensor,
     return mu
 
 
-def relu_kkt(prog, x, *, multipliers=None, zero_tol: float = 1e-7) -> KKTResidual:
+def relu_kkt(prog, x, *, multipliers=None, zero_tol: float = 1e-7) -> KKT:
     """The relative KKT triple at ``x = (V, W)`` (see the module docstring)."""
     data = prog.data
     if multipliers is None:
@@ -266,7 +287,7 @@ def relu_kkt(prog, x, *, multipliers=None, zero_tol: float = 1e-7) -> KKTResidua
     stat = torch.where(zero, res_z, res_nz)
     objective = float(0.5 * torch.sum(R ** 2) + data.beta * torch.linalg.vector_norm(U, dim=1).sum())
     yscale = max(float(data.Y.abs().max()), 1e-300)
-    return KKTResidual(
+    return KKT(
         violation=float(torch.clamp(-S, min=0.0).max()) / yscale,
         stationarity=float(stat.max()) / data.beta,
         complementarity=float(torch.sum(torch.abs(mu * S))) / max(objective, 1e-300),
@@ -299,11 +320,8 @@ def relu_gap(prog, x, *, multipliers, dual: torch.Tensor | None = None) -> GapRe
         Z = Ds.unsqueeze(-1) * lam.unsqueeze(1) + E2.unsqueeze(-1) * mu  # (n, 2P, c)
         H = (data.X.T @ Z.reshape(n, N * c)).reshape(-1, N, c)
         worst = torch.linalg.vector_norm(H, dim=0).amax(dim=0).tolist()  # per column
-        value = 0.0
-        for w_j, a, b in zip(worst, (lam * data.Y).sum(0).tolist(), (lam * lam).sum(0).tolist()):
-            if b > 0:
-                t = min(max(a / b, 0.0), data.beta / w_j if w_j > 0 else math.inf)
-                value += t * a - 0.5 * t * t * b
+        value = sum(best_scale(a, b, scale_limit(w_j, data.beta))[1] for w_j, a, b in zip(
+            worst, (lam * data.Y).sum(0).tolist(), (lam * lam).sum(0).tolist()))
         best = max(best, value)
     gap = max(primal - best, 0.0)
     denom = max(abs(primal), abs(best), 1e-300)

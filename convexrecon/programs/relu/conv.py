@@ -11,46 +11,47 @@ nuclear norm. This is *exactly* the weight-decay training problem of a gated
 two-layer CNN ``f(X) = sum_j 1[conv(X, h_g(j)) >= 0] * conv(X, u_j) z_j`` (first
 layer ``k x k`` filters ``u_j``, second layer a ``1 x 1`` convolution ``z_j``) with
 vector outputs: neurons come from the SVD of each ``U_i``
-(:meth:`ConvTwoLayerReLU.recover_network`). Each output pixel is a two-layer network
+(:meth:`ConvGatedReLU.recover_network`). Each output pixel is a two-layer network
 on its patch, so this is the patch-matrix program without forming the patches.
 
 Conventions: real channels (complex MR images become real/imag channel pairs),
 ``padding`` ``"zeros"`` or ``"circular"``, a constant bias channel (``bias=True``),
-odd kernels. ``beta`` is absolute; :meth:`ConvTwoLayerReLU.beta_max` is the smallest
+odd kernels. ``beta`` is absolute; :meth:`ConvGatedReLU.beta_max` is the smallest
 ``beta`` with ``U = 0`` optimal, so ``beta = 0.1 * beta_max`` means the same on every
 dataset.
 
 Certificate: the relative duality gap, the dual point the best-scaled residual
 ``lam = s (Y - Y_hat)`` with ``max_i ||A_i^T lam||_2 <= beta`` (spectral norms),
 all from ``A.N U`` (no forward pass), so the project's FISTA checks it for free.
-:meth:`ConvTwoLayerReLU.pattern_check` is the pattern-sufficiency check on fresh
-gates. The cone-constrained ReLU form lives in :mod:`convexrecon.programs.relu_conv_cone`.
+:meth:`ConvGatedReLU.pattern_check` is the pattern-sufficiency check on fresh
+gates. The cone-constrained ReLU form lives in :mod:`convexrecon.programs.relu.conv_cone`.
+
+``ConvTwoLayerReLU``, this program's former name, is a deprecated alias (it warns
+with a DeprecationWarning when built) kept for one release.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from convexrecon._checks import check_finite, check_positive
 from convexrecon.errors import InputError
 from convexrecon.operators.base import prod
-from convexrecon.operators.conv import (PatternConv, _check_images, _check_kernel,
-                                        complex_to_channels, pad_input, pattern_masks,
-                                        random_gates)
+from convexrecon.operators.conv import (PatternConv, _check_images, _check_kernel, pad_input,
+                                        pattern_masks, random_gates)
 from convexrecon.operators.linalg import power_method
 from convexrecon.programs.composite import CompositeProgram, ProxTerm
+from convexrecon.programs.duality import best_scale, scale_limit
 from convexrecon.programs.l1 import gap_from_normal
+from convexrecon.programs.relu.certificates import KKT
+from convexrecon.programs.relu.limits import CVXPY_MAX_ROWS, CVXPY_MAX_UNKNOWNS
+from convexrecon.programs.relu.networks import GatedConvNet
 from convexrecon.programs.terms import LeastSquares, singular_value_threshold
 
-__all__ = ["ConvTwoLayerReLU", "ConvNuclear", "GatedConvNet", "CVXPY_MAX_ROWS", "CVXPY_MAX_UNKNOWNS"]
-
-CVXPY_MAX_ROWS = 512
-"""``to_cvxpy`` limit on ``N * H * W`` (patch rows)."""
-CVXPY_MAX_UNKNOWNS = 4096
-"""``to_cvxpy`` limit on ``P * C_out * C * k * k`` (scalar unknowns)."""
+__all__ = ["ConvGatedReLU", "ConvTwoLayerReLU", "ConvNuclear", "GatedConvNet"]
 
 
 class ConvNuclear(ProxTerm):
@@ -105,7 +106,7 @@ class _ConvLeastSquares(LeastSquares):
         return self._lip
 
 
-class ConvTwoLayerReLU(CompositeProgram):
+class ConvGatedReLU(CompositeProgram):
     """Gated convex two-layer CNN program (see the module docstring).
 
     Args:
@@ -225,13 +226,16 @@ class ConvTwoLayerReLU(CompositeProgram):
         """The dual-feasible point ``lam = s (Y - A U)`` of the certificate."""
         U = self.check_x(U, "U")
         r = self.Y - self.op.forward(U)
-        f = 0.5 * float(r.pow(2).sum())
-        c = -float((r * self.Y).sum())
-        dn = self.reg.dual_norm(self.op.adjoint(r))
-        s_max = 1.0 / dn if dn > 0 else float("inf")
-        s = -c / (2.0 * f) if f > 0 else s_max
-        s = min(max(s, 0.0), s_max)
+        s, _ = best_scale(float((r * self.Y).sum()), float(r.pow(2).sum()),
+                          scale_limit(self.reg.dual_norm(self.op.adjoint(r))))
         return (s if s != float("inf") else 0.0) * r
+
+    def kkt(self, x: torch.Tensor) -> KKT:
+        """:class:`~convexrecon.programs.relu.certificates.KKT` with the relative
+        duality gap (no constraints: ``violation = 0``)."""
+        primal, dual = self.duality_gap(x)
+        return KKT(violation=0.0, gap=max(primal - dual, 0.0) / max(abs(primal), 1e-300),
+                   primal=primal, dual=dual)
 
     def pattern_check(self, U: torch.Tensor, *, n_fresh: int | None = None,
                       seed: int = 12345) -> float:
@@ -259,7 +263,7 @@ class ConvTwoLayerReLU(CompositeProgram):
         n_rows, n_unk = prod(self.op.oshape) // self.op.c_out, prod(self.shape)
         if n_rows > max_rows or n_unk > max_unknowns:
             raise InputError(
-                f"ConvTwoLayerReLU.to_cvxpy: expected N*H*W <= {max_rows} (CVXPY_MAX_ROWS) and "
+                f"{type(self).__name__}.to_cvxpy: expected N*H*W <= {max_rows} (CVXPY_MAX_ROWS) and "
                 f"P*C_out*C*k*k <= {max_unknowns} (CVXPY_MAX_UNKNOWNS), got {n_rows} and {n_unk}; "
                 "use N=2, 8x8 images, 3x3 kernels")
         xmat = self.op.patch_matrix().detach().cpu().double().numpy()
@@ -297,47 +301,11 @@ class ConvTwoLayerReLU(CompositeProgram):
                             bias=self.bias)
 
 
-class GatedConvNet(torch.nn.Module):
-    """Gated two-layer CNN: ``f(X) = conv1x1( 1[conv(X, h_g)] >= 0] * conv(X, W1) , W2 )``.
+class ConvTwoLayerReLU(ConvGatedReLU):
+    """Deprecated alias of :class:`ConvGatedReLU` (its former name), kept for one
+    release; building one emits a DeprecationWarning."""
 
-    Args:
-        gates: frozen gate filters ``(P, C + bias, k, k)``.
-        gate_index: long ``(m,)``, the gate of each hidden neuron.
-        first: first-layer filters ``(m, C + bias, k, k)`` (trainable).
-        second: second-layer ``1 x 1`` weights ``(C_out, m, 1, 1)`` (trainable).
-        padding, bias: as in :class:`ConvTwoLayerReLU` (the constant channel is
-            appended after padding, so its taps are a true bias).
-    """
-
-    def __init__(self, gates: torch.Tensor, gate_index: torch.Tensor, first: torch.Tensor,
-                 second: torch.Tensor, *, padding: str = "zeros", bias: bool = True) -> None:
-        super().__init__()
-        self.register_buffer("gates", gates.detach().clone())
-        self.register_buffer("gate_index", gate_index.detach().clone().long())
-        self.first = torch.nn.Parameter(first.detach().clone())
-        self.second = torch.nn.Parameter(second.detach().clone())
-        self.padding, self.bias = padding, bool(bias)
-        self.kernel_size = int(gates.shape[-1])
-
-    def features(self, X: torch.Tensor) -> torch.Tensor:
-        """The hidden gated activations ``(N, m, H, W)``: the input of a next layer.
-
-        Neuron ``j`` is ``1[conv(X, h_g(j)) >= 0] * conv(X, W1_j)`` (its gate's
-        indicator times its first-layer filter's response); the neurons are every
-        kept singular component of every pattern, in :attr:`gate_index` order, so
-        ``conv1x1(features(X), W2) == forward(X)``.
-        """
-        if X.is_complex():
-            X = complex_to_channels(X)
-        xp = pad_input(X.to(self.first.dtype), self.kernel_size, padding=self.padding,
-                       bias=self.bias)
-        gate = pattern_masks(xp, self.gates)[:, self.gate_index].to(xp.dtype)
-        return F.conv2d(xp, self.first) * gate
-
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        """``(N, C, H, W)`` (complex: real/imag channels) -> ``(N, C_out, H, W)``."""
-        return F.conv2d(self.features(X), self.second)
-
-    def penalty(self, beta: float) -> torch.Tensor:
-        """Weight decay ``beta/2 (||W1||^2 + ||W2||^2)``."""
-        return 0.5 * beta * (self.first.pow(2).sum() + self.second.pow(2).sum())
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        warnings.warn("ConvTwoLayerReLU is deprecated; use ConvGatedReLU (the same program)",
+                      DeprecationWarning, stacklevel=2)
+        super().__init__(*args, **kwargs)

@@ -12,40 +12,44 @@ for ReLU networks whose hidden units each feed one output channel, and therefore
 an **upper bound** (a restriction, not the exact program) for a fully connected
 vector-output ReLU network, whose exact convex form has copositive constraints.
 
-Solver: :class:`ConvReLUAugLag`, an augmented Lagrangian on the cone constraints with
-the project's FISTA (exact group soft-thresholding prox) on each subproblem.
-Certificate (:meth:`ConvTwoLayerReLUCone.kkt`): the relative Lagrangian duality gap
-from the residual and the multipliers, scaled to dual feasibility, plus the
-relative constraint violation.
+Solver: :class:`~convexrecon.solvers.auglag.ConvReLUAugLag`, an augmented Lagrangian
+on the cone constraints with the project's FISTA (exact group soft-thresholding prox)
+on each subproblem. Certificate (:meth:`ConvTwoLayerReLUCone.kkt`): the relative
+Lagrangian duality gap from the residual and the multipliers, scaled to dual
+feasibility, plus the relative constraint violation. :meth:`recover_network` gives
+the ReLU CNN (:class:`~convexrecon.programs.relu.networks.ReLUConvNet`).
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from convexrecon._checks import check_positive
 from convexrecon.errors import InputError
+from convexrecon.operators.conv import PatternConv, pattern_masks, random_gates
 from convexrecon.programs.base import Program
-from convexrecon.programs.composite import CompositeProgram, ProxTerm, SmoothTerm
-from convexrecon.programs.relu_conv import ConvTwoLayerReLU
-from convexrecon.solvers.base import Solver, State
+from convexrecon.programs.duality import best_scale, scale_limit
+from convexrecon.programs.relu.blocks import FILTER_DIMS, group_norms
+from convexrecon.programs.relu.certificates import KKT
+from convexrecon.programs.relu.conv import ConvGatedReLU
+from convexrecon.programs.relu.limits import CVXPY_MAX_ROWS, CVXPY_MAX_UNKNOWNS
+from convexrecon.programs.relu.networks import ReLUConvNet
 
-__all__ = ["ConvTwoLayerReLUCone", "ConvReLUAugLag", "AugLagState"]
+__all__ = ["ConvTwoLayerReLUCone"]
 
 
 def _group_norms(u: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(u.reshape(*u.shape[:-3], -1), dim=-1)
+    """Norm of every filter: ``(..., C, k, k) -> (...)``."""
+    return group_norms(u, FILTER_DIMS)
 
 
 class ConvTwoLayerReLUCone(Program):
     """The per-channel cone-constrained ReLU form (module docstring).
 
-    Arguments as :class:`~convexrecon.programs.relu_conv.ConvTwoLayerReLU`. Variables
+    Arguments as :class:`~convexrecon.programs.relu.ConvGatedReLU`. Variables
     are tuples ``(V, W)`` of ``(P, C_out, C + bias, k, k)`` tensors.
     """
 
@@ -57,7 +61,7 @@ class ConvTwoLayerReLUCone(Program):
         if unknown:
             raise InputError(f"ConvTwoLayerReLUCone: unknown options {unknown}; expected some of "
                              f"{list(self._OPTIONS)}")
-        self.gated = ConvTwoLayerReLU(X, Y, beta=beta, **kwargs)
+        self.gated = ConvGatedReLU(X, Y, beta=beta, **kwargs)
         self.op = self.gated.op
         self.Y = self.gated.Y
         self.beta = check_positive(beta, "beta")
@@ -67,7 +71,14 @@ class ConvTwoLayerReLUCone(Program):
         self._knorm: float | None = None
 
     def set_beta(self, beta: float) -> None:
+        """Change the penalty weight (e.g. to a fraction of :meth:`beta_max`)."""
         self.beta = check_positive(beta, "beta")
+        self.gated.set_beta(self.beta)
+
+    @property
+    def gates(self) -> torch.Tensor:
+        """The gate filters ``(P, C + bias, k, k)`` that made the patterns."""
+        return self.gated.gates
 
     def beta_max(self) -> float:
         """``max_{i,c} ||A_ic^T Y||``: at or above it, zero is optimal."""
@@ -123,8 +134,9 @@ class ConvTwoLayerReLUCone(Program):
         den = float(torch.linalg.vector_norm(z))
         return float(torch.linalg.vector_norm(z.clamp(max=0))) / den if den > 0 else 0.0
 
-    def kkt(self, x, *, multipliers: torch.Tensor | None = None) -> dict[str, float]:
-        """``primal``, ``dual``, relative ``gap`` and relative ``violation``.
+    def kkt(self, x, *, multipliers: torch.Tensor | None = None) -> KKT:
+        """:class:`~convexrecon.programs.relu.certificates.KKT` with ``primal``,
+        ``dual``, the relative ``gap`` and the relative ``violation``.
 
         ``multipliers`` ``(N, 2, P, Co, H, W) >= 0`` (from the solver; zeros if None)."""
         s = self._stack(x)
@@ -135,22 +147,60 @@ class ConvTwoLayerReLUCone(Program):
         dz = r.unsqueeze(1).unsqueeze(2) * self.op.maskf  # (N, 1, P, Co, H, W)
         signs = torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device).view(1, 2, 1, 1, 1, 1)
         g = self.conv_adjoint(dz * signs + self.sign * mu)
-        ratio = float(_group_norms(g).max()) / self.beta
-        f, c = 0.5 * float(r.pow(2).sum()), float((r * self.Y).sum())
-        t = c / (2 * f) if f > 0 else math.inf
-        t = max(0.0, min(t, 1.0 / ratio if ratio > 0 else math.inf))
-        dual = t * c - t * t * f if math.isfinite(t) else -math.inf
+        _, dual = best_scale(float((r * self.Y).sum()), float(r.pow(2).sum()),
+                             scale_limit(float(_group_norms(g).max()), self.beta))
         viol = float(torch.linalg.vector_norm((z * self.sign).clamp(max=0)))
         den = float(torch.linalg.vector_norm(z))
-        return dict(primal=primal, dual=dual, gap=max(primal - dual, 0.0) / max(abs(primal), 1e-300),
-                    violation=viol / den if den > 0 else 0.0)
+        return KKT(violation=viol / den if den > 0 else 0.0,
+                   gap=max(primal - dual, 0.0) / max(abs(primal), 1e-300),
+                   primal=primal, dual=dual)
 
     def certificate(self, x, *, multipliers: torch.Tensor | None = None) -> float:
         """``max(relative gap, relative violation)``."""
-        info = self.kkt(x, multipliers=multipliers)
-        return max(info["gap"], info["violation"])
+        return self.kkt(x, multipliers=multipliers).max
 
-    def to_cvxpy(self, *, max_rows: int = 512, max_unknowns: int = 4096):
+    def pattern_check(self, x, *, n_fresh: int | None = None, seed: int = 12345) -> float:
+        """``max ||A'_ic^T lam|| / beta`` over fresh random gates' patterns ``i`` and
+        output channels ``c``, ``lam = Y - Y_hat`` (``n_fresh`` defaults to ``P``).
+
+        Conservative for the cone form (it ignores the cone multipliers), as for
+        :meth:`~convexrecon.programs.relu.TwoLayerReLU.pattern_check`: at most ``1``
+        proves that no fresh pattern would enter.
+        """
+        g = self.gated
+        lam = self.Y - self.predict(x)
+        n = self.op.n_patterns if n_fresh is None else int(n_fresh)
+        xp = self.op.x_padded
+        gates = random_gates(n, g.n_channels_raw, g.kernel_size, bias=g.bias,
+                             bias_scale=g.gate_bias_scale, seed=seed, dtype=self.dtype,
+                             device=xp.device)
+        fresh = PatternConv(xp, pattern_masks(xp, gates), c_out=self.op.c_out)
+        return float(_group_norms(fresh.adjoint(lam)).max()) / self.beta
+
+    def recover_network(self, x, *, rtol: float = 1e-9) -> ReLUConvNet:
+        """The ReLU CNN of ``(V, W)``: per pattern ``i``, output channel ``c`` and
+        filter ``v = V_ic`` of norm above ``rtol`` times the largest, a neuron with
+        first-layer filter ``v / sqrt(||v||)`` and second-layer weight
+        ``sqrt(||v||)`` on channel ``c`` (``-sqrt(||w||)`` for ``W``). Where the cone
+        constraints hold, ``relu(conv(X, v)) = D_i conv(X, v)``: the network
+        reproduces :meth:`predict`; its weight decay ``beta/2 (||u||^2 + z^2)``
+        equals the penalty ``beta ||v||``.
+        """
+        s = self._stack(x).detach()                        # (2, P, Co, C, k, k)
+        nrm = _group_norms(s)                              # (2, P, Co)
+        top = float(nrm.max())
+        keep = nrm > rtol * top if top > 0 else torch.zeros_like(nrm, dtype=torch.bool)
+        side, idx_p, idx_c = torch.nonzero(keep, as_tuple=True)
+        root = nrm[side, idx_p, idx_c].sqrt()
+        first = s[side, idx_p, idx_c] / root.view(-1, 1, 1, 1)
+        m, co = first.shape[0], self.op.c_out
+        second = torch.zeros(co, m, 1, 1, dtype=s.dtype, device=s.device)
+        sign = 1.0 - 2.0 * side.to(s.dtype)                # +1 for V, -1 for W
+        second[idx_c, torch.arange(m, device=s.device), 0, 0] = sign * root
+        g = self.gated
+        return ReLUConvNet(first, second, padding=g.padding, bias=g.bias)
+
+    def to_cvxpy(self, *, max_rows: int = CVXPY_MAX_ROWS, max_unknowns: int = CVXPY_MAX_UNKNOWNS):
         """``(problem, to_x)`` for small sizes; InputError beyond the limits."""
         import cvxpy as cp
         import numpy as np
@@ -159,8 +209,9 @@ class ConvTwoLayerReLUCone(Program):
         n_rows = op.oshape[0] * op.oshape[2] * op.oshape[3]
         n_unk = 2 * math.prod(self.shape)
         if n_rows > max_rows or n_unk > max_unknowns:
-            raise InputError(f"ConvTwoLayerReLUCone.to_cvxpy: expected N*H*W <= {max_rows} and "
-                             f"2*P*C_out*C*k*k <= {max_unknowns}, got {n_rows} and {n_unk}")
+            raise InputError(f"ConvTwoLayerReLUCone.to_cvxpy: expected N*H*W <= {max_rows} "
+                             f"(CVXPY_MAX_ROWS) and 2*P*C_out*C*k*k <= {max_unknowns} "
+                             f"(CVXPY_MAX_UNKNOWNS), got {n_rows} and {n_unk}")
         xm = op.patch_matrix().detach().cpu().double().numpy()
         dm = op.mask_matrix().detach().cpu().double().numpy()
         ym = self.Y.permute(0, 2, 3, 1).reshape(-1, op.c_out).detach().cpu().double().numpy()
@@ -187,123 +238,3 @@ class ConvTwoLayerReLUCone(Program):
             return f(v.value), f(w.value)
 
         return problem, to_x
-
-
-class _ALSmooth(SmoothTerm):
-    """Data term plus the augmented-Lagrangian penalty, on stacked ``(2, P, Co, C, k, k)``."""
-
-    def __init__(self, prog: ConvTwoLayerReLUCone, mu: torch.Tensor, rho: float, lip: float) -> None:
-        self.prog, self.mu, self.rho, self._lip = prog, mu, rho, lip
-
-    def value_and_grad(self, s):
-        p = self.prog
-        z = p.conv(s)
-        e = p.predict_from_conv(z) - p.Y
-        act = (self.mu - self.rho * p.sign * z).clamp(min=0)
-        val = 0.5 * e.pow(2).sum() + (act.pow(2).sum() - self.mu.pow(2).sum()) / (2 * self.rho)
-        signs = torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device).view(1, 2, 1, 1, 1, 1)
-        gz = e.unsqueeze(1).unsqueeze(2) * p.op.maskf * signs - p.sign * act
-        return val, p.conv_adjoint(gz)
-
-    def value(self, s):
-        return self.value_and_grad(s)[0]
-
-    def grad(self, s):
-        return self.value_and_grad(s)[1]
-
-    def lipschitz(self) -> float:
-        return self._lip
-
-
-class _GroupPenalty(ProxTerm):
-    def __init__(self, beta: float) -> None:
-        self.beta = beta
-
-    def value(self, s):
-        return self.beta * _group_norms(s).sum()
-
-    def prox(self, s, step: float):
-        nrm = _group_norms(s)[..., None, None, None]
-        return s * (1.0 - step * self.beta / nrm.clamp_min(torch.finfo(s.dtype).tiny)).clamp_min(0.0)
-
-
-class _ALProgram(CompositeProgram):
-    def zeros(self):
-        raise InputError("x0: the AL subproblem needs a starting point")
-
-
-@dataclass
-class AugLagState(State):
-    """Outer state: stacked variable ``s``, multipliers ``mu``, penalty ``rho``."""
-
-    s: Any = None
-    mu: Any = None
-    rho: float = 1.0
-    violation: float = math.inf
-
-
-class ConvReLUAugLag(Solver[AugLagState]):
-    """Augmented Lagrangian for :class:`ConvTwoLayerReLUCone` (FISTA subproblems).
-
-    Args:
-        program: the cone program.
-        tol: stop when ``max(gap, violation) <= tol``.
-        max_outer: outer iterations (multiplier updates).
-        inner_iter: FISTA iterations per subproblem.
-        rho: penalty (default ``lipschitz(data) / ||K||^2``); doubled whenever the
-            violation does not halve (while above ``tol / 10``; at most 1000-fold).
-        time_budget: stop after this many seconds (``None``: no limit).
-    """
-
-    def __init__(self, program: ConvTwoLayerReLUCone, *, tol: float = 1e-3, max_outer: int = 50,
-                 inner_iter: int = 50, rho: float | None = None,
-                 time_budget: float | None = None) -> None:
-        super().__init__(max_iter=max_outer, tol=tol, check_every=1)
-        if not isinstance(program, ConvTwoLayerReLUCone):
-            raise InputError(f"program: expected a ConvTwoLayerReLUCone, got {type(program).__name__}")
-        self.program = program
-        self.inner_iter = int(inner_iter)
-        self.rho0 = None if rho is None else check_positive(rho, "rho")
-        self.time_budget = time_budget
-        self.multipliers: torch.Tensor | None = None
-        self._t0 = 0.0
-
-    def init(self, x0=None) -> AugLagState:
-        p = self.program
-        self._t0 = time.perf_counter()
-        x0 = p.zeros() if x0 is None else x0
-        s = p._stack(x0).clone()
-        n, co, h, w = p.op.oshape
-        mu = torch.zeros(n, 2, p.op.n_patterns, co, h, w, dtype=s.dtype, device=s.device)
-        ld = 2.0 * p.gated.smooth.lipschitz()
-        rho = self.rho0 if self.rho0 is not None else ld / p.k_norm2()
-        self.rho_cap = 1e3 * rho
-        return AugLagState(x=(s[0], s[1]), s=s, mu=mu, rho=rho)
-
-    def step(self, state: AugLagState) -> AugLagState:
-        from convexrecon.solvers.fista import FISTA
-
-        p = self.program
-        lip = 2.0 * p.gated.smooth.lipschitz() + state.rho * p.k_norm2()
-        sub = _ALProgram(_ALSmooth(p, state.mu, state.rho, lip), _GroupPenalty(p.beta))
-        s = FISTA(sub, max_iter=self.inner_iter, tol=0.0, check_every=0).run(state.s).x
-        z = p.conv(s) * p.sign
-        mu = (state.mu - state.rho * z).clamp(min=0)
-        den = float(torch.linalg.vector_norm(z))
-        viol = float(torch.linalg.vector_norm(z.clamp(max=0))) / den if den > 0 else 0.0
-        grow = viol > 0.5 * state.violation and viol > 0.1 * self.tol and state.rho < self.rho_cap
-        rho = state.rho * 2.0 if grow else state.rho
-        self.multipliers = mu
-        return AugLagState(x=(s[0], s[1]), it=state.it + 1, certificate=state.certificate,
-                           s=s, mu=mu, rho=rho, violation=viol)
-
-    def done(self, state: AugLagState) -> bool:
-        if self.time_budget is not None and time.perf_counter() - self._t0 > self.time_budget:
-            return True
-        return super().done(state)
-
-    def objective(self, state: AugLagState) -> float:
-        return self.program.value(state.x)
-
-    def certificate(self, state: AugLagState) -> float:
-        return self.program.certificate(state.x, multipliers=state.mu)

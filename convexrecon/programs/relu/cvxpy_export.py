@@ -1,4 +1,4 @@
-"""cvxpy export of the convex two-layer programs (small sizes only).
+"""cvxpy export of the convex two-layer programs on data matrices (small sizes only).
 
 Each exporter checks the size (scalar variables plus constraint rows) against
 ``max_size`` before building anything, so that a too-large problem fails with an
@@ -7,14 +7,13 @@ Each exporter checks the size (scalar variables plus constraint rows) against
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
 from convexrecon.errors import InputError
+from convexrecon.programs.relu.limits import CVXPY_SIZE_LIMIT
 
-__all__ = ["gated_to_cvxpy", "relu_to_cvxpy", "cvxpy_size", "min_norm_cone_decomposition"]
+__all__ = ["gated_to_cvxpy", "relu_to_cvxpy", "cvxpy_size", "check_size", "to_numpy", "to_tensor"]
 
 
 def cvxpy_size(prog, *, constrained: bool) -> int:
@@ -25,7 +24,7 @@ def cvxpy_size(prog, *, constrained: bool) -> int:
     return n_var + n_con + data.n * data.c
 
 
-def _check_size(prog, *, constrained: bool, max_size: int) -> None:
+def check_size(prog, *, constrained: bool, max_size: int) -> None:
     size = cvxpy_size(prog, constrained=constrained)
     if size > int(max_size):
         data = prog.data
@@ -35,23 +34,23 @@ def _check_size(prog, *, constrained: bool, max_size: int) -> None:
         )
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
+def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float64).numpy()
 
 
-def _to_tensor(a: np.ndarray | None, like: torch.Tensor) -> torch.Tensor:
+def to_tensor(a: np.ndarray | None, like: torch.Tensor) -> torch.Tensor:
     if a is None:
         raise InputError("to_x: the cvxpy problem has no solution yet (call problem.solve())")
     return torch.as_tensor(np.asarray(a, dtype=np.float64)).to(device=like.device, dtype=like.dtype)
 
 
-def gated_to_cvxpy(prog, *, max_size: int):
+def gated_to_cvxpy(prog, *, max_size: int = CVXPY_SIZE_LIMIT):
     """``(problem, to_x)`` of :class:`~convexrecon.programs.relu.GatedReLU`."""
     import cvxpy as cp
 
-    _check_size(prog, constrained=False, max_size=max_size)
+    check_size(prog, constrained=False, max_size=max_size)
     data = prog.data
-    X, Y, Dm = _np(data.X), _np(data.Y), _np(data.Dm)
+    X, Y, Dm = to_numpy(data.X), to_numpy(data.Y), to_numpy(data.Dm)
     P, d, c = data.block_shape
     if c == 1:
         U = cp.Variable((d, P))
@@ -60,7 +59,7 @@ def gated_to_cvxpy(prog, *, max_size: int):
         problem = cp.Problem(cp.Minimize(obj))
 
         def to_x() -> torch.Tensor:
-            return _to_tensor(U.value, data.X).T.unsqueeze(-1).contiguous()
+            return to_tensor(U.value, data.X).T.unsqueeze(-1).contiguous()
     else:
         Us = [cp.Variable((d, c)) for _ in range(P)]
         pred = sum(cp.multiply(Dm[:, [i]], X @ Us[i]) for i in range(P))
@@ -68,20 +67,20 @@ def gated_to_cvxpy(prog, *, max_size: int):
         problem = cp.Problem(cp.Minimize(obj))
 
         def to_x() -> torch.Tensor:
-            return torch.stack([_to_tensor(u.value, data.X) for u in Us], dim=0)
+            return torch.stack([to_tensor(u.value, data.X) for u in Us], dim=0)
     return problem, to_x
 
 
-def relu_to_cvxpy(prog, *, max_size: int):
+def relu_to_cvxpy(prog, *, max_size: int = CVXPY_SIZE_LIMIT):
     """``(problem, to_x)`` of :class:`~convexrecon.programs.relu.TwoLayerReLU`.
 
     Several output columns give independent scalar programs, summed in one problem.
     """
     import cvxpy as cp
 
-    _check_size(prog, constrained=True, max_size=max_size)
+    check_size(prog, constrained=True, max_size=max_size)
     data = prog.data
-    X, Y, Dm = _np(data.X), _np(data.Y), _np(data.Dm)
+    X, Y, Dm = to_numpy(data.X), to_numpy(data.Y), to_numpy(data.Dm)
     E = 2.0 * Dm - 1.0
     P, d, c = data.block_shape
     Vs = [cp.Variable((d, P)) for _ in range(c)]
@@ -97,49 +96,8 @@ def relu_to_cvxpy(prog, *, max_size: int):
     problem = cp.Problem(cp.Minimize(obj), cons)
 
     def to_x() -> tuple[torch.Tensor, torch.Tensor]:
-        V = torch.stack([_to_tensor(v.value, data.X).T for v in Vs], dim=-1)
-        W = torch.stack([_to_tensor(w.value, data.X).T for w in Ws], dim=-1)
+        V = torch.stack([to_tensor(v.value, data.X).T for v in Vs], dim=-1)
+        W = torch.stack([to_tensor(w.value, data.X).T for w in Ws], dim=-1)
         return V.contiguous(), W.contiguous()
 
     return problem, to_x
-
-
-ToX = Callable[[], object]
-
-
-def min_norm_cone_decomposition(program, U, *, solver: str = "CLARABEL",
-                                max_size: int | None = None):
-    """The cone decomposition of a gated solution with the smallest penalty.
-
-    Like :func:`~convexrecon.programs.relu_recover.cone_decomposition` (same
-    predictions), but each block ``U_i`` (each output column) is split as ``v_i -
-    w_i`` minimising ``||v_i|| + ||w_i||`` over both cones, by cvxpy: a
-    second-order-cone program in ``2 P d c`` variables with ``2 P n c`` rows, for
-    small problems (InputError above ``max_size``, the program's cvxpy limit by
-    default). Returns ``(relu_program, (V, W))``.
-    """
-    import cvxpy as cp
-
-    from convexrecon.programs.relu import CVXPY_SIZE_LIMIT
-    from convexrecon.programs.relu_recover import relu_twin, shift_into_cones
-
-    relu = relu_twin(program)
-    data = program.data
-    _check_size(relu, constrained=True,
-                max_size=CVXPY_SIZE_LIMIT if max_size is None else max_size)
-    U = data.check_blocks(U, "U")
-    X, E = _np(data.X), _np(2.0 * data.Dm - 1.0)
-    V, cons, obj = [], [], 0
-    for j in range(data.c):
-        Uj = _np(U[:, :, j].T)                                      # (d, P)
-        Vj = cp.Variable(Uj.shape)
-        cons += [cp.multiply(E, X @ Vj) >= 0, cp.multiply(E, X @ (Vj - Uj)) >= 0]
-        obj = obj + cp.sum(cp.norm(Vj, 2, axis=0)) + cp.sum(cp.norm(Vj - Uj, 2, axis=0))
-        V.append(Vj)
-    problem = cp.Problem(cp.Minimize(obj), cons)
-    problem.solve(solver=solver)
-    if problem.status not in ("optimal", "optimal_inaccurate"):
-        raise InputError(f"U: the decomposition program ended {problem.status!r}; expected "
-                         "an optimal solution (is every block movable into its cones?)")
-    Vt = torch.stack([_to_tensor(Vj.value, U).T for Vj in V], dim=-1)  # (P, d, c)
-    return relu, shift_into_cones(data, Vt, Vt - U)  # exactly feasible despite solver tol

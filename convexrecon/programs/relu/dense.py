@@ -1,8 +1,8 @@
 """Convex two-layer ReLU programs on data matrices.
 
 Two separate program classes share one pattern data class
-(:mod:`convexrecon.programs.relu_data`: patterns, block norms and proxes, the maps
-``A`` and ``A^T``; its public names are re-exported here), with no mode flags:
+(:mod:`convexrecon.programs.relu.patterns`: patterns and the maps ``A`` and ``A^T``;
+block norms and proxes in :mod:`convexrecon.programs.relu.blocks`), with no mode flags:
 
 * :class:`GatedReLU`: ``min 1/2 ||sum_i D_i X U_i - Y||^2 + beta sum_i ||U_i||``,
   unconstrained, one block ``U_i`` (``d x c``) per pattern. For one output column
@@ -21,7 +21,10 @@ vector. Patterns are ``prog.D``, a boolean tensor ``(n, P)``.
 
 The certificates are relative: the duality gap for the gated form, the KKT triple
 (violation, stationarity, complementarity) for the ReLU form; see
-:mod:`convexrecon.programs.relu_certificates`.
+:mod:`convexrecon.programs.relu.certificates`. Both programs carry the family's
+shared members: ``gates``, ``beta_max()``, ``set_beta``, ``certificate``,
+``pattern_check``, ``kkt`` (a :class:`~convexrecon.programs.relu.certificates.KKT`)
+and ``recover_network``.
 """
 
 from __future__ import annotations
@@ -31,17 +34,20 @@ from typing import Any
 
 import torch
 
+from convexrecon._checks import check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.base import Program
 from convexrecon.programs.composite import CompositeProgram, ProxTerm, SmoothTerm
-from convexrecon.programs.relu_data import (Patterns, _PatternData, group_norms,
-                                            nuclear_norms, prox_group, prox_nuclear,
-                                            sample_patterns)
+from convexrecon.programs.relu.blocks import group_norms, nuclear_norms, prox_nuclear
+from convexrecon.programs.relu.certificates import (KKT, GapResult, estimate_multipliers,
+                                                    fresh_ratio, gated_dual_point, gated_gap,
+                                                    gated_kkt, relu_gap, relu_kkt)
+from convexrecon.programs.relu.cvxpy_export import gated_to_cvxpy, relu_to_cvxpy
+from convexrecon.programs.relu.limits import CVXPY_SIZE_LIMIT
+from convexrecon.programs.relu.networks import GatedNet, TwoLayerNet, gated_network, relu_network
+from convexrecon.programs.relu.patterns import Patterns, _PatternData
 
-__all__ = ["Patterns", "sample_patterns", "GatedReLU", "TwoLayerReLU",
-           "group_norms", "nuclear_norms", "prox_group", "prox_nuclear"]
-
-CVXPY_SIZE_LIMIT = 400_000
+__all__ = ["GatedReLU", "TwoLayerReLU"]
 
 
 # --------------------------------------------------------------------------------------
@@ -68,10 +74,15 @@ class _PatternLeastSquares(SmoothTerm):
 
 
 class _BlockPenalty(ProxTerm):
-    """``beta sum_i ||U_i||`` with the group norm (``c = 1``) or nuclear norm."""
+    """``beta sum_i ||U_i||`` with the group norm (``c = 1``) or nuclear norm
+    (``beta`` read from the pattern data, so ``set_beta`` reaches it)."""
 
-    def __init__(self, beta: float) -> None:
-        self.beta = beta
+    def __init__(self, data: _PatternData) -> None:
+        self.data = data
+
+    @property
+    def beta(self) -> float:
+        return self.data.beta
 
     def value(self, U: torch.Tensor) -> torch.Tensor:
         return self.beta * nuclear_norms(U).sum()
@@ -95,6 +106,25 @@ class _PatternViews:
         """The penalty weight."""
         return self.data.beta
 
+    @property
+    def gates(self) -> torch.Tensor | None:
+        """The gate vectors ``(P, d)``, one per pattern (``None`` for user-given
+        patterns without gates)."""
+        g = self.data.patterns.gates
+        return None if g is None else g.T
+
+    def set_beta(self, beta: float) -> None:
+        """Change the penalty weight (e.g. to a fraction of :meth:`beta_max`)."""
+        self.data.beta = check_positive(beta, "beta")
+
+    def beta_max(self) -> float:
+        """``max_i ||X^T D_i Y||`` (spectral norm for the gated form with several
+        outputs, else per column): at or above it, zero is optimal."""
+        G = self.data.adjoint(self.data.Y)  # (P, d, c)
+        if isinstance(self, GatedReLU) and self.data.c > 1:
+            return float(torch.linalg.matrix_norm(G, ord=2).max())
+        return float(group_norms(G).max())
+
 
 class GatedReLU(_PatternViews, CompositeProgram):
     """The convex gated-ReLU program (see the module docstring).
@@ -113,7 +143,7 @@ class GatedReLU(_PatternViews, CompositeProgram):
                  patterns: Patterns | None = None) -> None:
         self.data = _PatternData(X, y, n_patterns=n_patterns, beta=beta, seed=seed,
                                  generator=generator, patterns=patterns)
-        super().__init__(_PatternLeastSquares(self.data), _BlockPenalty(self.data.beta))
+        super().__init__(_PatternLeastSquares(self.data), _BlockPenalty(self.data))
 
     def to(self, device: torch.device | str | None = None,
            dtype: torch.dtype | None = None) -> "GatedReLU":
@@ -121,6 +151,7 @@ class GatedReLU(_PatternViews, CompositeProgram):
         new = copy.copy(self)
         new.data = self.data.to(device, dtype)
         new.smooth = _PatternLeastSquares(new.data)
+        new.reg = _BlockPenalty(new.data)
         return new
 
     def zeros(self) -> torch.Tensor:
@@ -142,20 +173,26 @@ class GatedReLU(_PatternViews, CompositeProgram):
         optional candidate ``dual`` (``(n, c)``); any candidate is scaled into the
         dual feasible set first, so the gap is always a valid bound.
         """
-        from convexrecon.programs.relu_certificates import gated_gap
         return gated_gap(self, self.data.check_blocks(U, "x"), dual=dual).relative
+
+    def kkt(self, U: torch.Tensor, *, dual: torch.Tensor | None = None) -> KKT:
+        """:class:`KKT` with the relative duality gap (``dual`` as :meth:`certificate`)."""
+        return gated_kkt(self, self.data.check_blocks(U, "x"), dual=dual)
+
+    def recover_network(self, U: torch.Tensor, *, tol: float = 0.0) -> GatedNet:
+        """The gated network of ``U``: a neuron per singular value above ``tol`` of
+        each block, behind its gate (InputError for patterns without gates)."""
+        return gated_network(self.data, self.data.check_blocks(U, "x"), tol=tol)
 
     def pattern_check(self, U: torch.Tensor, *, dual: torch.Tensor | None = None,
                       n_fresh: int = 1000, seed: int = 12345) -> float:
         """``max ||X^T D lam|| / beta`` over fresh gates (> 1 + tol: more patterns
         needed); ``lam`` as in :meth:`certificate` (``dual``: a solver's candidate)."""
-        from convexrecon.programs.relu_certificates import gated_dual_point, fresh_ratio
         lam = gated_dual_point(self, self.data.check_blocks(U, "x"), dual=dual)
         return fresh_ratio(self.data, lam, n_fresh=n_fresh, seed=seed)
 
     def to_cvxpy(self, *, max_size: int = CVXPY_SIZE_LIMIT):
         """``(problem, to_x)``; InputError naming ``max_size`` when too large."""
-        from convexrecon.programs.relu_cvxpy import gated_to_cvxpy
         return gated_to_cvxpy(self, max_size=max_size)
 
 
@@ -229,17 +266,15 @@ class TwoLayerReLU(_PatternViews, Program):
                     float(torch.clamp(-self.slack(W), min=0).max()))
         return worst / scale
 
-    def kkt(self, x: tuple[torch.Tensor, torch.Tensor], *, multipliers=None):
-        """The relative KKT triple; returns a :class:`KKTResidual`."""
-        from convexrecon.programs.relu_certificates import relu_kkt
+    def kkt(self, x: tuple[torch.Tensor, torch.Tensor], *, multipliers=None) -> KKT:
+        """The relative KKT triple, a :class:`KKT`."""
         return relu_kkt(self, self._check(x), multipliers=multipliers)
 
     def gap(self, x: tuple[torch.Tensor, torch.Tensor], *, multipliers=None,
-            dual: torch.Tensor | None = None):
+            dual: torch.Tensor | None = None) -> GapResult:
         """Relative duality gap at ``x`` (a :class:`GapResult`); multipliers as
         :meth:`kkt`, ``dual`` an optional ``(n, c)`` candidate for the residual part.
         Valid with the primal value at ``x``: read it with :meth:`violation`."""
-        from convexrecon.programs.relu_certificates import estimate_multipliers, relu_gap
         x = self._check(x)
         if multipliers is None:
             multipliers = estimate_multipliers(self, x)
@@ -256,12 +291,17 @@ class TwoLayerReLU(_PatternViews, Program):
         Conservative for the ReLU form (it ignores the cone multipliers): a value
         at most ``1`` proves the sampled patterns suffice.
         """
-        from convexrecon.programs.relu_certificates import fresh_ratio
         V, W = self._check(x)
         lam = self.data.Y - self.data.apply(V - W)
         return fresh_ratio(self.data, lam, n_fresh=n_fresh, seed=seed)
 
     def to_cvxpy(self, *, max_size: int = CVXPY_SIZE_LIMIT):
         """``(problem, to_x)``; InputError naming ``max_size`` when too large."""
-        from convexrecon.programs.relu_cvxpy import relu_to_cvxpy
         return relu_to_cvxpy(self, max_size=max_size)
+
+    def recover_network(self, x: tuple[torch.Tensor, torch.Tensor], *,
+                        tol: float = 0.0) -> TwoLayerNet:
+        """The ReLU network of ``(V, W)``: a neuron per block of norm above ``tol``
+        (it reproduces :meth:`predict` where the cone constraints hold)."""
+        V, W = self._check(x)
+        return relu_network(self.data, V, W, tol=tol)

@@ -1,4 +1,7 @@
-"""Map a convex two-layer solution back to the nonconvex network it encodes.
+"""The nonconvex networks that the convex two-layer programs encode.
+
+Each program's ``recover_network(x)`` builds one of these from a solution (the
+module-level :func:`recover_network` calls it):
 
 * ReLU form: each non-zero block ``v`` (pattern ``i``, output ``k``) gives a neuron
   with first-layer weights ``v / sqrt(||v||)`` and output weight ``+sqrt(||v||)`` on
@@ -8,9 +11,10 @@
 * Gated form: each block ``U_i = sum_r sigma_r a_r b_r^T`` (SVD) gives neurons
   ``sqrt(sigma_r) a_r`` with output weights ``sqrt(sigma_r) b_r`` behind the fixed
   gate ``g_i``; the penalty sums to ``beta ||U_i||_*``.
-* Gated to ReLU (:func:`cone_decomposition`, after Mishkin, Sahiner & Pilanci 2022):
-  every gated block is split into a difference of two points of its pattern's cone,
-  which gives a cone-form point, hence a ReLU network, with the same predictions.
+* Convolutional forms: :class:`GatedConvNet` (gated CNN; also the ReLU CNN of the
+  cone form, whose gates are then the neurons' own filters), with
+  :meth:`GatedConvNet.features`, the hidden layer a next layer takes.
+* Gated to ReLU: :mod:`convexrecon.programs.relu.decompose`.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from convexrecon.errors import InputError
-from convexrecon.programs.relu_data import gate_shift
+import torch.nn.functional as F
 
-__all__ = ["TwoLayerNet", "GatedNet", "recover_network", "network_objective",
-           "cone_decomposition"]
+from convexrecon.errors import InputError
+from convexrecon.operators.conv import complex_to_channels, pad_input, pattern_masks
+
+__all__ = ["TwoLayerNet", "GatedNet", "GatedConvNet", "ReLUConvNet", "recover_network", "network_objective",
+           "relu_network", "gated_network"]
 
 
 class TwoLayerNet(nn.Module):
@@ -81,120 +87,130 @@ def _relu_neurons(blocks: torch.Tensor, sign: float, tol: float):
     return first, second
 
 
-def recover_network(program: Any, x: Any, *, tol: float = 0.0) -> TwoLayerNet:
-    """The two-layer network encoded by a solution ``x`` of ``program``.
-
-    Args:
-        program: a :class:`~convexrecon.programs.relu.TwoLayerReLU`,
-            :class:`~convexrecon.programs.relu.GatedReLU`, or a convolutional program
-            (its own ``recover_network`` method is called).
-        x: its solution (``(V, W)`` or ``U``).
-        tol: drop blocks (or singular values) with norm at most ``tol``.
-
-    Returns:
-        A :class:`TwoLayerNet` (ReLU form), :class:`GatedNet` (gated form), or the
-        convolutional program's network module.
-    """
-    from convexrecon.programs.relu import GatedReLU, TwoLayerReLU
-
-    data = getattr(program, "data", None)
-    dt, dev = (data.X.dtype, data.X.device) if data is not None else (None, None)
-    if isinstance(program, TwoLayerReLU):
-        V, W = program._check(x)
-        f1, s1 = _relu_neurons(V, 1.0, tol)
-        f2, s2 = _relu_neurons(W, -1.0, tol)
-        first, second = f1 + f2, s1 + s2
-        if not first:
-            return TwoLayerNet(torch.zeros(0, data.d, dtype=dt, device=dev),
-                               torch.zeros(0, data.c, dtype=dt, device=dev),
-                               scalar_output=data.scalar_output)
-        return TwoLayerNet(torch.stack(first), torch.stack(second),
+def relu_network(data: Any, V: torch.Tensor, W: torch.Tensor, *, tol: float = 0.0) -> TwoLayerNet:
+    """The ReLU network of a cone-form point ``(V, W)`` on pattern data ``data``:
+    a neuron per block of norm above ``tol`` (see the module docstring)."""
+    f1, s1 = _relu_neurons(V, 1.0, tol)
+    f2, s2 = _relu_neurons(W, -1.0, tol)
+    first, second = f1 + f2, s1 + s2
+    if not first:
+        kw = dict(dtype=data.X.dtype, device=data.X.device)
+        return TwoLayerNet(torch.zeros(0, data.d, **kw), torch.zeros(0, data.c, **kw),
                            scalar_output=data.scalar_output)
-    if isinstance(program, GatedReLU):
-        U = data.check_blocks(x, "x")
-        gates = data.patterns.gates
-        if gates is None:
-            raise InputError("program: expected patterns with gates to recover a gated "
-                             "network, got patterns without gates")
-        L, S, Vh = torch.linalg.svd(U, full_matrices=False)  # (P,d,r), (P,r), (P,r,c)
-        g, f, s = [], [], []
-        for i, r in (S > tol).nonzero().tolist():
-            root = S[i, r].sqrt()
-            g.append(gates[:, i])
-            f.append(root * L[i, :, r])
-            s.append(root * Vh[i, r, :])
-        if not f:
-            z = torch.zeros(0, data.d, dtype=dt, device=dev)
-            return GatedNet(z, z, torch.zeros(0, data.c, dtype=dt, device=dev),
-                            scalar_output=data.scalar_output)
-        return GatedNet(torch.stack(g), torch.stack(f), torch.stack(s),
-                        scalar_output=data.scalar_output)
+    return TwoLayerNet(torch.stack(first), torch.stack(second),
+                       scalar_output=data.scalar_output)
+
+
+def gated_network(data: Any, U: torch.Tensor, *, tol: float = 0.0) -> GatedNet:
+    """The gated network of a gated point ``U`` on pattern data ``data``: a neuron per
+    singular value above ``tol`` of every block, behind that block's gate."""
+    gates = data.patterns.gates
+    if gates is None:
+        raise InputError("program: expected patterns with gates to recover a gated "
+                         "network, got patterns without gates")
+    L, S, Vh = torch.linalg.svd(U, full_matrices=False)  # (P,d,r), (P,r), (P,r,c)
+    g, f, s = [], [], []
+    for i, r in (S > tol).nonzero().tolist():
+        root = S[i, r].sqrt()
+        g.append(gates[:, i])
+        f.append(root * L[i, :, r])
+        s.append(root * Vh[i, r, :])
+    if not f:
+        kw = dict(dtype=data.X.dtype, device=data.X.device)
+        z = torch.zeros(0, data.d, **kw)
+        return GatedNet(z, z, torch.zeros(0, data.c, **kw), scalar_output=data.scalar_output)
+    return GatedNet(torch.stack(g), torch.stack(f), torch.stack(s),
+                    scalar_output=data.scalar_output)
+
+
+def recover_network(program: Any, x: Any, **options: Any) -> torch.nn.Module:
+    """The network encoded by a solution ``x`` of any convex two-layer ``program``:
+    ``program.recover_network(x, **options)`` (a :class:`TwoLayerNet`,
+    :class:`GatedNet` or :class:`GatedConvNet`); InputError for other programs."""
     own = getattr(program, "recover_network", None)
-    if callable(own):  # the convolutional programs recover their own networks
-        return own(x)
-    raise InputError(f"program: expected a TwoLayerReLU, GatedReLU or a program with a "
-                     f"recover_network method, got {type(program).__name__}")
+    if not callable(own):
+        raise InputError(f"program: expected a convex two-layer program (GatedReLU, "
+                         f"TwoLayerReLU, ConvGatedReLU, ConvTwoLayerReLUCone), got "
+                         f"{type(program).__name__}")
+    return own(x, **options)
 
 
-def cone_decomposition(program: Any, U: Any) -> tuple[Any, tuple[torch.Tensor, torch.Tensor]]:
-    """A cone-form (ReLU) point with the predictions of a gated solution ``U``.
-
-    Each block ``U_i`` (each output column) is written as ``v_i - w_i`` with both in
-    the cone ``K_i = {u : (2 D_i - I) X u >= 0}`` of its pattern, using its gate:
-    ``(2 D_i - I) X g_i = |X g_i| >= 0``, so ``w_i = tau_i g_i`` and ``v_i = U_i +
-    tau_i g_i`` are feasible once ``tau_i`` is large enough
-    (:func:`~convexrecon.programs.relu_data.gate_shift`; Mishkin, Sahiner & Pilanci,
-    2022, use gates the same way). Then ``D_i X v_i - D_i X w_i = D_i X U_i``: the
-    ReLU model equals the gated model, and ``recover_network(relu_program, (V, W))``
-    is a ReLU network with the gated network's outputs. Its penalty
-    ``beta sum_i (||v_i|| + ||w_i||)`` is at least the gated one, and with large
-    shifts it can be far larger than the smallest decomposition's
-    (:func:`~convexrecon.programs.relu_cvxpy.min_norm_cone_decomposition`, for small
-    problems; ``examples/convex_relu.py`` prints both). This one costs two products
-    with ``X`` at any size.
+class GatedConvNet(torch.nn.Module):
+    """Gated two-layer CNN: ``f(X) = conv1x1( 1[conv(X, h_g)] >= 0] * conv(X, W1) , W2 )``.
 
     Args:
-        program: a :class:`~convexrecon.programs.relu.GatedReLU` whose patterns
-            have gates.
-        U: its solution ``(P, d, c)``.
-
-    Returns:
-        ``(relu_program, (V, W))``: the :class:`~convexrecon.programs.relu.TwoLayerReLU`
-        on the same data, patterns and ``beta``, and the feasible point.
+        gates: frozen gate filters ``(P, C + bias, k, k)``.
+        gate_index: long ``(m,)``, the gate of each hidden neuron.
+        first: first-layer filters ``(m, C + bias, k, k)`` (trainable).
+        second: second-layer ``1 x 1`` weights ``(C_out, m, 1, 1)`` (trainable).
+        padding, bias: as in :class:`~convexrecon.programs.relu.ConvGatedReLU` (the
+            constant channel is appended after padding, so its taps are a true bias).
     """
-    relu = relu_twin(program)
-    U = program.data.check_blocks(U, "U")
-    return relu, shift_into_cones(program.data, U, torch.zeros_like(U))
+
+    def __init__(self, gates: torch.Tensor, gate_index: torch.Tensor, first: torch.Tensor,
+                 second: torch.Tensor, *, padding: str = "zeros", bias: bool = True) -> None:
+        super().__init__()
+        self.register_buffer("gates", gates.detach().clone())
+        self.register_buffer("gate_index", gate_index.detach().clone().long())
+        self.first = torch.nn.Parameter(first.detach().clone())
+        self.second = torch.nn.Parameter(second.detach().clone())
+        self.padding, self.bias = padding, bool(bias)
+        self.kernel_size = int(gates.shape[-1])
+
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """The hidden gated activations ``(N, m, H, W)``: the input of a next layer.
+
+        Neuron ``j`` is ``1[conv(X, h_g(j)) >= 0] * conv(X, W1_j)`` (its gate's
+        indicator times its first-layer filter's response); the neurons are every
+        kept singular component of every pattern, in :attr:`gate_index` order, so
+        ``conv1x1(features(X), W2) == forward(X)``.
+        """
+        if X.is_complex():
+            X = complex_to_channels(X)
+        xp = pad_input(X.to(self.first.dtype), self.kernel_size, padding=self.padding,
+                       bias=self.bias)
+        gate = pattern_masks(xp, self.gates)[:, self.gate_index].to(xp.dtype)
+        return F.conv2d(xp, self.first) * gate
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` (complex: real/imag channels) -> ``(N, C_out, H, W)``."""
+        return F.conv2d(self.features(X), self.second)
+
+    def penalty(self, beta: float) -> torch.Tensor:
+        """Weight decay ``beta/2 (||W1||^2 + ||W2||^2)``."""
+        return 0.5 * beta * (self.first.pow(2).sum() + self.second.pow(2).sum())
 
 
-def relu_twin(program: Any) -> Any:
-    """The cone-form program on a gated program's data, patterns and ``beta``;
-    InputError unless ``program`` is a :class:`GatedReLU` whose patterns have gates."""
-    from convexrecon.programs.relu import GatedReLU, TwoLayerReLU
+class ReLUConvNet(torch.nn.Module):
+    """Two-layer ReLU CNN: ``f(X) = conv1x1(relu(conv(X, W1)), W2)``, the network of the
+    cone-constrained convolutional program.
 
-    if not isinstance(program, GatedReLU):
-        raise InputError(f"program: expected a GatedReLU, got {type(program).__name__}")
-    data = program.data
-    if data.patterns.gates is None:
-        raise InputError("program: expected patterns with gates for the cone decomposition, "
-                         "got patterns without gates")
-    Y = data.Y[:, 0] if data.scalar_output else data.Y
-    return TwoLayerReLU(data.X, Y, beta=data.beta, patterns=data.patterns)
+    Args:
+        first: first-layer filters ``(m, C + bias, k, k)``.
+        second: second-layer ``1 x 1`` weights ``(C_out, m, 1, 1)``.
+        padding, bias: as in :class:`GatedConvNet`.
+    """
 
+    def __init__(self, first: torch.Tensor, second: torch.Tensor, *, padding: str = "zeros",
+                 bias: bool = True) -> None:
+        super().__init__()
+        self.first = torch.nn.Parameter(first.detach().clone())
+        self.second = torch.nn.Parameter(second.detach().clone())
+        self.padding, self.bias = padding, bool(bias)
+        self.kernel_size = int(first.shape[-1])
 
-def shift_into_cones(data: Any, V: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(V + tau g, W + tau g)``: both moved along each block's gate ``g_i`` (by one
-    ``tau`` per block and column, so ``V - W`` is unchanged) until both satisfy the
-    cone constraints; InputError if a block cannot be moved that way."""
-    gates = data.patterns.gates
-    E = (2.0 * data.Dm - 1.0).unsqueeze(-1)                         # (n, P, 1)
-    Xg = (data.X @ gates).abs().unsqueeze(-1)
-    tau_v, stuck_v = gate_shift(E * data.xu(V), Xg)
-    tau_w, stuck_w = gate_shift(E * data.xu(W), Xg)
-    stuck = stuck_v | stuck_w
-    if bool(stuck.any()):
-        i = int(stuck.any(dim=-1).nonzero()[0])
-        raise InputError(f"U: expected every block to be movable into its cone along its "
-                         f"gate; pattern {i} violates a row where X g_{i} = 0")
-    shift = gates.T.unsqueeze(-1) * torch.maximum(tau_v, tau_w).unsqueeze(1)  # (P, d, c)
-    return V + shift, W + shift
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """The hidden activations ``relu(conv(X, W1))``: ``(N, m, H, W)``."""
+        if X.is_complex():
+            X = complex_to_channels(X)
+        xp = pad_input(X.to(self.first.dtype), self.kernel_size, padding=self.padding,
+                       bias=self.bias)
+        return torch.relu(F.conv2d(xp, self.first))
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        """``(N, C, H, W)`` (complex: real/imag channels) -> ``(N, C_out, H, W)``."""
+        return F.conv2d(self.features(X), self.second)
+
+    def penalty(self, beta: float) -> torch.Tensor:
+        """Weight decay ``beta/2 (||W1||^2 + ||W2||^2)``."""
+        return 0.5 * beta * (self.first.pow(2).sum() + self.second.pow(2).sum())

@@ -2,11 +2,10 @@
 
 * :class:`Patterns` and :func:`sample_patterns`: activation patterns
   ``D_i = 1[X g_i >= 0]`` from Gaussian gates, duplicates and all-zero ones dropped.
-* Block norms and proxes over variables ``(P, d, c)``: group (Euclidean over ``d``)
-  and nuclear.
+* :func:`gate_shift`: how far to move blocks along their gates into their cones.
 * ``_PatternData``: the checked ``X``, ``Y``, ``beta`` and patterns, with the maps
-  ``A U = sum_i D_i X U_i`` and ``A^T`` that :mod:`convexrecon.programs.relu` builds
-  its programs on.
+  ``A U = sum_i D_i X U_i`` and ``A^T`` that :mod:`convexrecon.programs.relu.dense`
+  builds its programs on.
 """
 
 from __future__ import annotations
@@ -19,10 +18,8 @@ import torch
 
 from convexrecon._checks import as_tensor, check_finite, check_positive
 from convexrecon.errors import InputError
-from convexrecon.programs.terms import group_soft_threshold, singular_value_threshold
 
-__all__ = ["Patterns", "sample_patterns", "group_norms", "nuclear_norms", "prox_group",
-           "prox_nuclear", "gate_shift"]
+__all__ = ["Patterns", "sample_patterns", "gate_shift"]
 
 
 # --------------------------------------------------------------------------------------
@@ -110,33 +107,6 @@ def gate_shift(slack: torch.Tensor, gate_slack: torch.Tensor,
     stuck = ((viol > 0) & ~usable).any(0)
     tau = (viol / torch.where(usable, gate_slack, torch.ones_like(gate_slack))).amax(0)
     return torch.where(stuck, torch.zeros_like(tau), tau) * (1.0 + margin), stuck
-
-
-# --------------------------------------------------------------------------------------
-# Norms and proxes over blocks (P, d, c)
-# --------------------------------------------------------------------------------------
-def group_norms(U: torch.Tensor) -> torch.Tensor:
-    """Euclidean norms over the ``d`` axis: ``(P, d, c) -> (P, c)``."""
-    return torch.linalg.vector_norm(U, dim=1)
-
-
-def nuclear_norms(U: torch.Tensor) -> torch.Tensor:
-    """Nuclear norm of each ``(d, c)`` block: ``(P, d, c) -> (P,)``."""
-    if U.shape[-1] == 1:
-        return group_norms(U)[:, 0]
-    return torch.linalg.svdvals(U).sum(dim=-1)
-
-
-def prox_group(U: torch.Tensor, t: float) -> torch.Tensor:
-    """Block soft-thresholding over the ``d`` axis with threshold ``t``."""
-    return group_soft_threshold(U, t, dims=(1,))
-
-
-def prox_nuclear(U: torch.Tensor, t: float) -> torch.Tensor:
-    """Singular-value soft-thresholding of each ``(d, c)`` block."""
-    if U.shape[-1] == 1:
-        return prox_group(U, t)
-    return singular_value_threshold(U, t)[0]
 
 
 # --------------------------------------------------------------------------------------
