@@ -9,15 +9,17 @@ maps, so both are cached here, keyed by the content of the maps and the trajecto
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 from collections import OrderedDict
 
 import torch
 
+from convexrecon.errors import InputError
 from convexrecon.operators.noncartesian import NonCartesianSense
 
-__all__ = ["noncartesian", "noncartesian_scale"]
+__all__ = ["noncartesian", "noncartesian_scale", "with_maps"]
 
 _MAX = 64
 _OPS: OrderedDict = OrderedDict()
@@ -66,3 +68,16 @@ def noncartesian_scale(maps: torch.Tensor, traj: torch.Tensor) -> float:
         s = math.sqrt(lambda_max(op.N, x0))
     _put(_SCALES, key, s)
     return s
+
+
+def with_maps(op: NonCartesianSense, maps: torch.Tensor) -> NonCartesianSense:
+    """A copy of ``op`` with other coil maps ``(*batch, C, *im)`` of the same coil
+    count and image size, sharing ``op``'s NUFFT (tables and Toeplitz kernel, which
+    do not depend on the maps)."""
+    tail = tuple(op.maps.shape[-len(op.ishape) - 1:])
+    if maps.ndim < len(tail) or tuple(maps.shape[-len(tail):]) != tail:
+        raise InputError(f"maps: expected (*batch, {', '.join(map(str, tail))}), "
+                         f"got {tuple(maps.shape)}")
+    new = copy.copy(op)
+    new.maps = maps.to(device=op.maps.device, dtype=op.dtype)
+    return new

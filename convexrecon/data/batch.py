@@ -21,10 +21,9 @@ from typing import Sequence
 
 import torch
 
-from convexrecon.data._cache import noncartesian
+from convexrecon.data._cache import noncartesian, with_maps
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator
-from convexrecon.operators.noncartesian import NonCartesianSense
 from convexrecon.operators.sense import Sense
 
 __all__ = ["Batch", "collate", "PerSample"]
@@ -69,8 +68,8 @@ class Batch:
         if self.traj is None:
             return Sense(maps, self.mask)
         if bool((self.traj == self.traj[:1]).all()):
-            return NonCartesianSense(maps, self.traj[0])
-        return PerSample([noncartesian(self.maps[b], self.traj[b]) * (1.0 / float(self.op_scale[b]))
+            return with_maps(noncartesian(self.maps[0], self.traj[0]), maps)
+        return PerSample([with_maps(noncartesian(self.maps[b], self.traj[b]), maps[b])
                           for b in range(len(self))])
 
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from convexrecon.coils import birdcage
-from convexrecon.data._cache import noncartesian, noncartesian_scale
+from convexrecon.data._cache import noncartesian, noncartesian_scale, with_maps
 from convexrecon.data import transforms as T
 from convexrecon.data.masks import MaskSpec, draw_sampling
 from convexrecon.data.sources import SPLITS, image_source
@@ -75,8 +75,12 @@ class Sample:
     label: str = ""
 
     def operator(self) -> Operator:
-        """The scaled encoding operator of this sample."""
-        return _raw_operator(self.maps, self.mask, self.traj) * (1.0 / self.op_scale)
+        """The scaled encoding operator of this sample: ``Sense`` (Cartesian) or
+        ``NonCartesianSense`` (radial) with the maps divided by ``op_scale``."""
+        maps = self.maps / self.op_scale
+        if self.traj is None:
+            return Sense(maps, self.mask)
+        return with_maps(noncartesian(self.maps, self.traj), maps)
 
 
 def _raw_operator(maps: torch.Tensor, mask, traj) -> Operator:
@@ -108,6 +112,21 @@ def _int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
+def _mask_spec(mask, trajectory) -> MaskSpec:
+    if mask is not None and trajectory is not None:
+        raise InputError("mask/trajectory: expected at most one of them, got both")
+    spec = trajectory if trajectory is not None else mask
+    if spec is None:
+        return MaskSpec()
+    if isinstance(spec, str):
+        spec = MaskSpec(spec)
+    if not isinstance(spec, MaskSpec):
+        raise InputError(f"mask: expected a MaskSpec or a kind name, got {type(spec).__name__}")
+    if trajectory is not None and not spec.radial:
+        raise InputError(f"trajectory: expected a radial kind, got {spec.kind!r}")
+    return spec
+
+
 class SliceDataset(torch.utils.data.Dataset):
     """Simulated multi-coil slices of one split (see the module docstring).
 
@@ -119,7 +138,10 @@ class SliceDataset(torch.utils.data.Dataset):
         size: image side; the image is padded to a square (MNI: 256 x 256, as the
             named problems), then area-resampled to ``size x size``. None: the padded side.
         coils: number of birdcage coils.
-        mask: the sampling (:class:`MaskSpec`); a fresh draw per sample (and epoch).
+        mask: the sampling (:class:`MaskSpec`, or a kind name for its defaults);
+            a fresh draw per sample (and epoch). Default: Poisson disc, 4x.
+        trajectory: a radial :class:`MaskSpec` or radial kind name (``"every_nth"``,
+            ``"golden"``, ``"equiangular"``), instead of ``mask``.
         noise_rel: noise standard deviation relative to the RMS of the measured
             noiseless samples (the problems use ``NOISE_REL = 0.05``); 0 for none.
         seed: seed of all randomness.
@@ -136,7 +158,8 @@ class SliceDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, *, split: str | None = "train", source=None, size: int | None = None,
-                 coils: int = 8, mask: MaskSpec | None = None, noise_rel: float = 0.05,
+                 coils: int = 8, mask: MaskSpec | str | None = None,
+                 trajectory: MaskSpec | str | None = None, noise_rel: float = 0.05,
                  seed: int = 0, augment: bool | None = None,
                  vary_per_epoch: bool | None = None, crop_scale: tuple[float, float] = (0.8, 1.0),
                  flip_prob: float = 0.5, phase_strength: float = 0.5) -> None:
@@ -153,9 +176,7 @@ class SliceDataset(torch.utils.data.Dataset):
         self.frame = 256 if split in SPLITS else None
         self.size = None if size is None else _int(size, "size", 8)
         self.coils = _int(coils, "coils", 1)
-        self.mask = MaskSpec() if mask is None else mask
-        if not isinstance(self.mask, MaskSpec):
-            raise InputError(f"mask: expected a MaskSpec, got {type(mask).__name__}")
+        self.mask = _mask_spec(mask, trajectory)
         if not (isinstance(noise_rel, (int, float)) and not isinstance(noise_rel, bool)
                 and 0 <= noise_rel < math.inf):
             raise InputError(f"noise_rel: expected a finite number >= 0, got {noise_rel!r}")

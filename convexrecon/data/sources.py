@@ -48,12 +48,6 @@ PROBLEM_TEST_Z = tuple(range(86, 107, 4))
 OOD_SPLITS = ("dipy-t1-coronal", "dipy-b0")
 
 
-def _data_dir() -> Path:
-    from convexrecon.problems._data import DATA_DIR
-
-    return DATA_DIR
-
-
 @functools.lru_cache(maxsize=1)
 def _volume() -> np.ndarray:
     from convexrecon.problems._data import data_path
