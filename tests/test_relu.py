@@ -153,12 +153,29 @@ def test_cone_decomposition_bad_input():
 
 
 def test_pattern_check_flags_too_few_patterns():
+    """Above 1 when fresh patterns lower the optimum; at most 1 once they are in."""
+    from convexrecon.programs import GatedReLU as Gated, Patterns as Pats
+    from convexrecon.programs import sample_patterns as sample
+
     X, y = make_data(100, 8, seed=7)
-    few = GatedReLU(X, y, n_patterns=2, beta=1e-3, seed=0)
-    _, U = cvx_solve(few)
-    assert few.pattern_check(U) > 1.1
-    many = GatedReLU(X, y, n_patterns=400, beta=5.0, seed=0)
-    assert many.pattern_check(many.zeros()) < 1.0 or many.certificate(many.zeros()) > 0
+    few = Gated(X, y, n_patterns=2, beta=1e-3, seed=0)
+    problem, U = cvx_solve(few)
+    ratio = few.pattern_check(U, n_fresh=64, seed=1)
+    assert ratio > 1.1
+    # the check's fresh gates (the same draw): the ratio is max_j ||X^T D_j r|| / beta
+    # with r the residual at the optimum (the dual point, up to the solver's accuracy)
+    fresh = sample(few.data.X, 64, seed=1)
+    r = (few.data.Y - few.data.apply(U)).reshape(-1)
+    norms = torch.linalg.vector_norm(few.data.X.T @ (fresh.D.to(r.dtype) * r[:, None]), dim=0)
+    assert abs(float(norms.max()) / few.beta - ratio) <= 1e-3 * ratio
+    # added to the program, they lower the optimum, and at the new optimum the same
+    # check finds nothing new
+    union = Gated(X, y, beta=1e-3, patterns=Pats(
+        D=torch.cat([few.D, fresh.D], 1),
+        gates=torch.cat([few.data.patterns.gates, fresh.gates], 1)))
+    problem_u, U2 = cvx_solve(union)
+    assert problem_u.value < 0.5 * problem.value
+    assert union.pattern_check(U2, n_fresh=64, seed=1) <= 1 + 1e-5
 
 
 def test_float32_program_and_to():

@@ -132,9 +132,30 @@ def test_certificate_near_zero_at_optimum_large_away(solved):
 
 
 def test_pattern_check(solved):
-    prog, _, _, res = solved
+    """<= 1 on the program's own gates; above 1 exactly when a fresh pattern lowers
+    the objective (its filter block's directional derivative is beta - sigma_max)."""
+    from convexrecon.operators.conv import random_gates as gates_of
+
+    prog, _, u, res = solved
     assert prog.pattern_check(res.x, seed=0) <= 1 + 1e-6  # the same gates: nothing new
-    assert prog.pattern_check(res.x, n_fresh=64, seed=7) > 0
+    ratio = prog.pattern_check(u, n_fresh=16, seed=7)
+    assert ratio > 1.5  # 8 patterns at 0.1 beta_max are too few
+    fresh = gates_of(16, prog.n_channels_raw, prog.kernel_size, bias=prog.bias,
+                     bias_scale=prog.gate_bias_scale, seed=7, dtype=D64)
+    x, y = _data()
+    union = type(prog)(x, y, kernel_size=3, beta=prog.beta, gates=torch.cat([prog.gates, fresh]))
+    r = union.Y - union.predict(torch.cat([u, torch.zeros_like(u[:1]).expand(16, *u.shape[1:])]))
+    blocks = union.op.adjoint(r)[8:].reshape(16, 2, -1)  # fresh blocks, (C_out, C k k)
+    sig = torch.linalg.matrix_norm(blocks, ord=2)
+    assert abs(float(sig.max()) / prog.beta - ratio) <= 1e-6 * ratio
+    # a step along the worst block's top singular pair lowers the objective
+    j = int(sig.argmax())
+    left, _, right = torch.linalg.svd(blocks[j])
+    v = torch.zeros(union.shape, dtype=D64)
+    v[8 + j] = (left[:, :1] @ right[:1]).reshape(union.shape[1:])
+    u0 = torch.cat([u, torch.zeros(16, *u.shape[1:], dtype=D64)])
+    t = (float(sig[j]) - prog.beta) / float(union.predict(v).pow(2).sum())
+    assert union.value(u0 + t * v) < union.value(u0) - 0.1 * t * (float(sig[j]) - prog.beta)
 
 
 def test_warm_start_converges_at_once(solved):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from convexrecon.errors import InputError
-from convexrecon.programs.relu import GatedReLU, TwoLayerReLU
+from convexrecon.programs import GatedReLU, TwoLayerReLU
 from convexrecon.solvers.admm_relu import ADMMGated, ADMMReLU, BlockSystem
 from convexrecon.solvers.minibatch import MiniBatchProx
 from convexrecon.solvers.solve import SolveResult, solve
@@ -114,7 +114,6 @@ def test_solve_rejects_bad_method_and_options():
 
 
 def test_solve_fista_and_cvxpy_on_gated():
-    pytest.importorskip("convexrecon.solvers.fista")
     X, y = make_data(60, 5, seed=5)
     prog = GatedReLU(X, y, n_patterns=8, beta=5e-2, seed=0)
     ref = solve(prog, method="cvxpy")
