@@ -109,13 +109,23 @@ def test_batch_equals_per_slice_and_numpy_input():
     maps = _maps(32, 4)
     masks = torch.stack([sampling.poisson_disc((32, 32), 3, calib=(8, 8), seed=s) for s in (0, 1)])
     ksp = _kspace(imgs, maps) * masks.unsqueeze(-3)
-    opts = dict(lam=0.005, max_iter=30)
-    both = recon.l1_wavelet(ksp, maps, masks, **opts)
-    assert both.shape == (2, 32, 32)
-    for i in range(2):
-        one = recon.l1_wavelet(ksp[i].numpy(), maps.numpy(), masks[i].numpy(), **opts)
-        # the only coupling is FISTA's global restart test: agreement to solver accuracy
-        assert float((one - both[i]).norm() / one.norm()) < 2e-2
+    # lam 0.02, 30 iterations: the slices restart their momentum at different
+    # iterations (a global restart test differs here by ~1e-3); with tol the two
+    # slices also stop at different checks
+    for opts in (dict(lam=0.02, max_iter=30), dict(lam=0.02, max_iter=200, tol=1e-3)):
+        both = recon.l1_wavelet(ksp, maps, masks, **opts)
+        assert both.shape == (2, 32, 32)
+        stops = []
+        for i in range(2):
+            seen: list[int] = []
+            one = recon.l1_wavelet(ksp[i].numpy(), maps.numpy(), masks[i].numpy(),
+                                   callback=lambda p: seen.append(p.it), **opts)
+            stops.append(seen[-1])
+            # every slice is its own FISTA system (step, momentum, restarts, stopping):
+            # the batch gives the per-slice results up to float32 rounding
+            assert float((one - both[i]).norm() / one.norm()) < 1e-5
+        if "tol" in opts:
+            assert stops[0] != stops[1] and max(stops) < opts["max_iter"]
     # CG-SENSE solves every slice as its own system, stopping at its own tolerance:
     # the batch gives the per-slice results up to float32 rounding
     s_both = recon.sense(ksp, maps, masks, mu=1e-2, max_iter=100, tol=1e-4)

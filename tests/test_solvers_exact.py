@@ -296,3 +296,111 @@ def test_solver_protocol_and_errors():
         FISTA("program")
     with pytest.raises(InputError, match="W"):
         L1WaveletProgram(A, y, LAM, Wavelet((8, 8), dtype=DT))
+
+
+# -- batches of independent systems (batch_dims) --------------------------------------
+def _uneven_batch():
+    """Two Cartesian systems whose Lipschitz constants differ 9x and whose data
+    differ 50x in scale: a global step, momentum or certificate would couple them."""
+    maps = birdcage_maps(4, H, W_)
+    maps = torch.stack([maps, 3.0 * torch.roll(maps, 1, dims=0)])
+    mask = torch.stack([cartesian_mask(H, W_, seed=0), cartesian_mask(H, W_, seed=1)])
+    A = Sense(maps, mask, dtype=DT)
+    y = A(phantom(H, W_)) + 0.01 * crandn(2, 4, H, W_, seed=1) * mask.unsqueeze(-3)
+    y = y * torch.tensor([1.0, 50.0], dtype=DT).reshape(2, 1, 1, 1)
+    singles = [(Sense(maps[b], mask[b], dtype=DT), y[b]) for b in range(2)]
+    return A, y, singles
+
+
+@pytest.mark.parametrize("solver", [FISTA, ISTA])
+def test_batch_dims_gives_each_system_as_if_alone(solver):
+    A, y, singles = _uneven_batch()
+    Wt = _wavelet()
+    prog = L1WaveletProgram(A, y, LAM, Wt)
+    lips = prog.smooth.lipschitz_per_system(1)
+    assert float(lips.max() / lips.min()) > 5  # the batched power method sees each system
+    # a fixed budget far from convergence: the trajectories themselves must agree
+    res = solver(prog, max_iter=60, check_every=20, batch_dims=1).run()
+    certs = prog.certificate_per_system(res.x, 1)
+    for b, (Ab, yb) in enumerate(singles):
+        pb = L1WaveletProgram(Ab, yb, LAM, Wt)
+        assert abs(float(lips[b]) / pb.smooth.lipschitz() - 1) < 1e-9
+        rb = solver(pb, max_iter=60, check_every=20).run()
+        assert _rel(res.x[b], rb.x) < 1e-9
+        assert _relobj(float(certs[b]), pb.certificate(rb.x)) < 1e-6
+        assert abs(pb.value(rb.x) - float(prog.value_per_system(res.x, 1)[b])) < 1e-9 * pb.value(rb.x)
+    assert res.history.certificate[-1] == pytest.approx(float(certs.max()), rel=1e-9)
+
+
+def test_batch_dims_stops_each_system_at_its_tolerance():
+    A, y, singles = _uneven_batch()
+    Wt = _wavelet()
+    prog = L1WaveletProgram(A, y, LAM, Wt)
+    res = FISTA(prog, max_iter=3000, tol=1e-7, check_every=10, batch_dims=1).run()
+    assert res.converged
+    stops = []
+    for b, (Ab, yb) in enumerate(singles):
+        pb = L1WaveletProgram(Ab, yb, LAM, Wt)
+        rb = FISTA(pb, max_iter=3000, tol=1e-7, check_every=10).run()
+        stops.append(rb.state.it)
+        # the system that reached tol first was left as it was: the one-by-one iterate
+        assert _rel(res.x[b], rb.x) < 1e-9
+        assert pb.certificate(res.x[b]) <= 1e-7
+    assert stops[0] != stops[1]  # the test only means something if they differ
+
+
+def test_batch_dims_errors():
+    A, y, _ = _uneven_batch()
+    prog = L1WaveletProgram(A, y, LAM, _wavelet())
+    with pytest.raises(InputError, match="batch_dims"):
+        FISTA(prog, batch_dims=2)
+    with pytest.raises(InputError, match="batch_dims"):
+        FISTA(prog, batch_dims=True)
+    tup = CompositeProgram(_TupleQuadratic(*(torch.eye(2, dtype=torch.float64),) * 4), L1(0.1))
+    with pytest.raises(InputError, match="batch_dims"):
+        FISTA(tup, batch_dims=1)
+
+
+# -- cycle spinning ---------------------------------------------------------------------
+def test_shifted_prox_is_the_prox_of_the_shifted_norm():
+    A, y = _cartesian()
+    prog = L1WaveletProgram(A, y, LAM, _wavelet())
+    reg = prog.reg
+    axes, period = reg.shift_period()
+    assert axes == (-2, -1) and period == 2 ** _wavelet().levels
+    z = crandn(H, W_, seed=4)
+    shift = (3, 5)
+    got = reg.prox_shifted(z, 50.0, shift)
+    roll = lambda v, s: torch.roll(v, shifts=s, dims=(-2, -1))  # noqa: E731
+    expect = roll(reg.prox(roll(z, shift), 50.0), (-3, -5))
+    assert _rel(got, expect) < 1e-12
+    # optimality of prox_{t g_S}(z) for g_S(x) = lam ||W S x||_1: z - p in t * dg_S(p)
+    c = reg.W.forward(roll(got, shift))
+    u = reg.W.forward(roll(z - got, shift)) / (50.0 * LAM)
+    on = c.abs() > 1e-12
+    assert float((u[on] - c[on] / c[on].abs()).abs().max()) < 1e-9
+    assert 0 < int((~on).sum()) < on.numel()  # both kinds of coefficient occur
+    assert float(u[~on].abs().max()) <= 1 + 1e-9
+    assert _rel(reg.prox_shifted(z, 50.0, (0, 0)), reg.prox(z, 50.0)) == 0.0
+    assert _rel(reg.prox_shifted(z, 50.0, (period, 0)), reg.prox(z, 50.0)) < 1e-12
+
+
+def test_cycle_spinning_reports_the_unshifted_objective_and_batches_equal_singles():
+    A, y, singles = _uneven_batch()
+    Wt = _wavelet()
+    prog = L1WaveletProgram(A, y, LAM, Wt)
+    res = FISTA(prog, max_iter=40, check_every=10, batch_dims=1, cycle_spin=7).run()
+    fixed = FISTA(prog, max_iter=40, check_every=10, batch_dims=1).run()
+    assert _rel(res.x, fixed.x) > 1e-3  # the shifts change the iterates
+    # the recorded objective and certificate are the unshifted program's
+    assert _relobj(res.history.objective[-1], prog.value(res.x)) < 1e-10
+    assert res.history.certificate[-1] == pytest.approx(
+        float(prog.certificate_per_system(res.x, 1).max()), rel=1e-9)
+    for b, (Ab, yb) in enumerate(singles):
+        pb = L1WaveletProgram(Ab, yb, LAM, Wt)
+        rb = FISTA(pb, max_iter=40, check_every=10, cycle_spin=7).run()
+        assert _rel(res.x[b], rb.x) < 1e-9
+    again = FISTA(prog, max_iter=40, check_every=10, batch_dims=1, cycle_spin=7).run()
+    assert _rel(again.x, res.x) == 0.0  # seeded: reproducible
+    with pytest.raises(InputError, match="cycle_spin"):
+        FISTA(RegularizedLeastSquares(A, y, L1(0.1)), cycle_spin=0)

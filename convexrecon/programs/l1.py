@@ -11,8 +11,14 @@ with ``g`` a prox term (or none). Its certificate is
 * ``||A^H (A x - y) + mu x|| / ||A^H y||`` without a regulariser (Tikhonov / SENSE);
 * the prox-gradient mapping of :class:`CompositeProgram` otherwise.
 
-``value`` and ``certificate`` accept ``normal_x = A.N x`` (and ``value`` the
-regulariser's value) so that solvers which already hold them pay nothing extra.
+``value`` and ``certificate`` accept ``normal_x = A.N x`` (and the regulariser's
+value) so that solvers which already hold them pay nothing extra.
+
+Batches: with ``batch_dims = k`` the first ``k`` axes of ``x`` index independent
+systems. ``value_per_system`` and ``certificate_per_system`` give one value each
+(the duality gap of every system with its own dual scale), so a batch is certified
+exactly as its systems are one by one; ``value`` is their sum and ``certificate``
+the value for the whole variable as one system (``k = 0``).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from convexrecon._checks import check_trailing_shape
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator
 from convexrecon.programs._cvx import make_variable
+from convexrecon.programs._systems import system_rinner, system_sumsq
 from convexrecon.programs.composite import CompositeProgram, ProxTerm
 from convexrecon.programs.terms import LeastSquares, WaveletL1, _rinner, _sumsq
 
@@ -49,6 +56,23 @@ def gap_from_normal(ls: LeastSquares, x: torch.Tensor, nx: torch.Tensor,
     s = -c / (2.0 * f) if f > 0 else s_max
     s = min(max(s, 0.0), s_max)
     dual = -s * s * f - s * c if math.isfinite(s) else -math.inf
+    return primal, dual
+
+
+def gap_per_system(ls: LeastSquares, x: torch.Tensor, nx: torch.Tensor, reg_value: torch.Tensor,
+                   dual_norm: torch.Tensor, batch_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`gap_from_normal` for every system: ``(primal, dual)`` float64 tensors of
+    shape ``batch[:batch_dims]``, given every system's regulariser value and the dual
+    norm of its gradient (each system gets its own dual scale ``s``)."""
+    k = batch_dims
+    f = ls.values_from_normal(x, nx, k).clamp_min(0.0)
+    c = system_rinner(x, ls.aty, k).double() - ls.y_norm2_per_system(k)
+    primal = f + reg_value
+    dn = dual_norm.double()
+    s_max = torch.where(dn > 0, 1.0 / torch.where(dn > 0, dn, 1.0), math.inf)
+    s = torch.where(f > 0, -c / (2.0 * torch.where(f > 0, f, 1.0)), s_max)
+    s = torch.minimum(s.clamp_min(0.0), s_max)
+    dual = torch.where(torch.isfinite(s), -s * s * f - s * c, -math.inf)
     return primal, dual
 
 
@@ -94,29 +118,62 @@ class RegularizedLeastSquares(CompositeProgram):
         nx = self.smooth.normal(x) if normal_x is None else normal_x
         v = float(self.smooth.value_from_normal(x, nx))
         if self.reg is not None:
-            v += float(self.reg.value(x) if reg_value is None else reg_value)
+            v += float(self.reg.value(x) if reg_value is None else reg_value.sum()
+                       if isinstance(reg_value, torch.Tensor) else reg_value)
         return v
+
+    def _reg_per_system(self, x, reg_value, k: int) -> torch.Tensor:
+        if self.reg is None:
+            return torch.zeros(self.shape[:k], dtype=torch.float64, device=x.device)
+        rv = self.reg.value(x, k) if reg_value is None else reg_value
+        return torch.as_tensor(rv, device=x.device).double()
+
+    def value_per_system(self, x: torch.Tensor, batch_dims: int, *,
+                         normal_x: torch.Tensor | None = None,
+                         reg_value: torch.Tensor | None = None) -> torch.Tensor:
+        """The objective of every system (float64, shape ``x.shape[:batch_dims]``);
+        ``reg_value`` is then per system too."""
+        nx = self.smooth.normal(x) if normal_x is None else normal_x
+        return (self.smooth.values_from_normal(x, nx, batch_dims)
+                + self._reg_per_system(x, reg_value, batch_dims))
 
     def duality_gap(self, x: torch.Tensor, *, normal_x: torch.Tensor | None = None,
                     reg_value: float | torch.Tensor | None = None) -> tuple[float, float]:
         """``(primal, dual)`` values; needs a norm-like regulariser (``dual_norm``)."""
-        if self.reg is None or not hasattr(self.reg, "dual_norm"):
+        primal, dual = self.duality_gap_per_system(x, 0, normal_x=normal_x, reg_value=reg_value)
+        return float(primal), float(dual)
+
+    def duality_gap_per_system(self, x: torch.Tensor, batch_dims: int, *,
+                               normal_x: torch.Tensor | None = None,
+                               reg_value: torch.Tensor | None = None):
+        """``(primal, dual)`` of every system (float64 tensors of the batch shape)."""
+        if self.reg is None or not hasattr(self.reg, "dual_norm_per_system"):
             raise InputError(f"reg: expected a norm-like term with dual_norm, got {type(self.reg).__name__}")
         nx = self.smooth.normal(x) if normal_x is None else normal_x
-        rv = float(self.reg.value(x) if reg_value is None else reg_value)
-        return gap_from_normal(self.smooth, x, nx, rv, self.reg.dual_norm)
+        rv = self._reg_per_system(x, reg_value, batch_dims)
+        dn = self.reg.dual_norm_per_system(self.smooth.grad_from_normal(x, nx), batch_dims)
+        return gap_per_system(self.smooth, x, nx, rv, dn, batch_dims)
 
     def certificate(self, x, *, normal_x: torch.Tensor | None = None,
                     reg_value: float | torch.Tensor | None = None) -> float:
+        return float(self.certificate_per_system(x, 0, normal_x=normal_x, reg_value=reg_value))
+
+    def certificate_per_system(self, x: torch.Tensor, batch_dims: int, *,
+                               normal_x: torch.Tensor | None = None,
+                               reg_value: torch.Tensor | None = None) -> torch.Tensor:
+        """The certificate of every system (float64, shape ``x.shape[:batch_dims]``):
+        the relative duality gap for norm-like regularisers, the relative gradient
+        without one, the prox-gradient mapping otherwise."""
+        k = batch_dims
+        nx = self.smooth.normal(x) if normal_x is None else normal_x
         if self.reg is None:
-            nx = self.smooth.normal(x) if normal_x is None else normal_x
             g = self.smooth.grad_from_normal(x, nx)
-            den = math.sqrt(float(_sumsq(self.smooth.aty)))
-            return math.sqrt(float(_sumsq(g))) / (den if den > 0 else 1.0)
-        if hasattr(self.reg, "dual_norm"):
-            primal, dual = self.duality_gap(x, normal_x=normal_x, reg_value=reg_value)
-            return max(primal - dual, 0.0) / max(abs(primal), 1e-300)
-        return super().certificate(x)
+            den = torch.sqrt(system_sumsq(self.smooth.aty, k).double())
+            return torch.sqrt(system_sumsq(g, k).double()) / torch.where(den > 0, den, 1.0)
+        if hasattr(self.reg, "dual_norm_per_system"):
+            primal, dual = self.duality_gap_per_system(x, k, normal_x=nx, reg_value=reg_value)
+            return (primal - dual).clamp_min(0.0) / primal.abs().clamp_min(1e-300)
+        return self.gradient_mapping_per_system(x, k, grad=self.smooth.grad_from_normal(x, nx))
 
     def to_cvxpy(self):
         """``(problem, to_x)``; exact (dense normal of ``A`` per slice and dense

@@ -27,8 +27,10 @@ import torch
 from convexrecon._checks import check_positive, check_trailing_shape
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator, prod
-from convexrecon.operators.linalg import power_method
 from convexrecon.programs._cvx import CvxVector, as_cvx_vector, dense_normals
+from convexrecon.programs._systems import (
+    per_system, power_method_per_system, system_max, system_rinner, system_sum, system_sumsq,
+)
 from convexrecon.programs.composite import ProxTerm, SmoothTerm
 from convexrecon.tree import tree_map
 
@@ -59,6 +61,15 @@ def soft_threshold(x: torch.Tensor, t: float | torch.Tensor) -> torch.Tensor:
     """Complex soft threshold on the modulus: ``x * max(1 - t/|x|, 0)`` (also real)."""
     mag = x.abs().clamp_min_(_tiny(x))
     return x * (1.0 - t / mag).clamp_min_(0.0)
+
+
+def soft_threshold_(x: torch.Tensor, t: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`soft_threshold` in place (``x`` is overwritten and returned) with the new
+    moduli ``max(|x| - t, 0)`` (so the L1 norm of the result costs one sum)."""
+    mag = x.abs()
+    new = (mag - t).clamp_min_(0.0)
+    x.mul_(new / mag.clamp_min_(_tiny(x)))
+    return x, new
 
 
 def group_soft_threshold(x: torch.Tensor, t: float, dims: Sequence[int]) -> torch.Tensor:
@@ -161,6 +172,8 @@ class LeastSquares(SmoothTerm):
         self.batch_shape: tuple[int, ...] = tuple(self.aty.shape[: self.aty.ndim - len(A.ishape)])
         self.shape: tuple[int, ...] = (*self.batch_shape, *A.ishape)
         self._lip = None if lipschitz is None else check_positive(lipschitz, "lipschitz")
+        self._lips: dict[int, torch.Tensor] = {}
+        self._ynorms: dict[int, torch.Tensor] = {}
         self.power_iters = int(power_iters)
 
     # the affine gradient ``grad = H x - A^H y`` with ``H = A.N + mu I``
@@ -178,6 +191,23 @@ class LeastSquares(SmoothTerm):
         v = 0.5 * _rinner(x, nx) - _rinner(x, self.aty) + 0.5 * self.y_norm2
         return v + 0.5 * self.mu * _sumsq(x) if self.mu else v
 
+    def y_norm2_per_system(self, batch_dims: int) -> torch.Tensor:
+        """``||y||^2`` of every system (float64, shape ``batch_shape[:batch_dims]``)."""
+        if batch_dims not in self._ynorms:
+            n = len(self.op.oshape)
+            yy = system_sumsq(self.y, self.y.ndim - n).double()  # y's own batch shape
+            yy = yy.expand(self.batch_shape) if yy.shape != self.batch_shape else yy
+            self._ynorms[batch_dims] = system_sum(yy, batch_dims)
+        return self._ynorms[batch_dims]
+
+    def values_from_normal(self, x: torch.Tensor, nx: torch.Tensor, batch_dims: int) -> torch.Tensor:
+        """The value of every system given ``nx = A.N x`` (float64, shape
+        ``batch_shape[:batch_dims]``)."""
+        k = batch_dims
+        v = (0.5 * system_rinner(x, nx, k).double() - system_rinner(x, self.aty, k).double()
+             + 0.5 * self.y_norm2_per_system(k))
+        return v + 0.5 * self.mu * system_sumsq(x, k).double() if self.mu else v
+
     def value(self, x: torch.Tensor) -> torch.Tensor:
         return self.value_from_normal(x, self.op.normal(x))
 
@@ -192,10 +222,24 @@ class LeastSquares(SmoothTerm):
         """``lambda_max(A.N) + mu`` by the power method (cached), times 1.01 for safety
         (the power method approaches from below); a given ``lipschitz`` is used as is."""
         if self._lip is None:
-            lam = power_method(self.op.N, iters=self.power_iters, tol=1e-7,
-                               batch=self.batch_shape, device=self.aty.device)
-            self._lip = 1.01 * lam
+            self._lip = float(self.lipschitz_per_system(0)) - self.mu
         return self._lip + self.mu
+
+    def lipschitz_per_system(self, batch_dims: int) -> torch.Tensor:
+        """The Lipschitz constant of every system's gradient (float64, shape
+        ``batch_shape[:batch_dims]``): a batched power method
+        (:func:`~convexrecon.programs._systems.power_method_per_system`, each system
+        as if alone), times 1.01, plus ``mu``; a given ``lipschitz`` for every system."""
+        if batch_dims not in self._lips:
+            shape = self.batch_shape[:batch_dims]
+            if self._lip is not None:
+                lam = torch.full(shape, self._lip, dtype=torch.float64, device=self.aty.device)
+            else:
+                lam = 1.01 * power_method_per_system(
+                    self.op.N, self.batch_shape, batch_dims, iters=self.power_iters, tol=1e-7,
+                    device=self.aty.device)
+            self._lips[batch_dims] = lam
+        return self._lips[batch_dims] + self.mu
 
     def to_cvxpy(self, expr, shape: Sequence[int], *, basis: np.ndarray | None = None) -> CvxpyTerm:
         """``1/2 <x, A.N x> - Re<A^H y, x> + 1/2||y||^2 + mu/2||x||^2`` with the dense
@@ -222,51 +266,69 @@ class LeastSquares(SmoothTerm):
 
 # -- prox-friendly terms ------------------------------------------------------------
 class _NormTerm(ProxTerm):
-    """A norm-like prox term ``lam * ||x||``; leafwise over tuple variables."""
+    """A norm-like prox term ``lam * ||x||``; leafwise over tuple variables.
+
+    Every method takes an optional ``batch_dims = k``: the first ``k`` axes of each
+    leaf index independent systems, ``value`` and ``dual_norm_per_system`` then give
+    one value per system, and ``step`` may be a tensor of shape ``batch[:k]`` (one
+    step per system).
+    """
 
     def __init__(self, lam: float) -> None:
         self.lam = check_positive(lam, "lam", strict=False)
 
-    def _value1(self, x: torch.Tensor) -> torch.Tensor:
+    def _value1(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """The norm of every system of ``x`` (shape ``x.shape[:k]``)."""
         raise NotImplementedError
 
-    def _prox1(self, x: torch.Tensor, t: float) -> torch.Tensor:
+    def _prox1(self, x: torch.Tensor, t) -> torch.Tensor:
+        """The prox with threshold ``t`` (a number, or per system, broadcast to ``x``)."""
         raise NotImplementedError
 
-    def _dual1(self, v: torch.Tensor) -> float:
+    def _dual1(self, v: torch.Tensor, k: int) -> torch.Tensor:
+        """The dual norm of every system of ``v`` (shape ``v.shape[:k]``)."""
         raise NotImplementedError
 
-    def value(self, x) -> torch.Tensor:
-        return sum(self.lam * self._value1(v) for v in _leaves(x))
+    def value(self, x, batch_dims: int = 0) -> torch.Tensor:
+        return sum(self.lam * self._value1(v, batch_dims) for v in _leaves(x))
 
-    def prox(self, x, step: float):
-        return tree_map(lambda v: self._prox1(v, step * self.lam), x)
+    def prox(self, x, step):
+        return tree_map(lambda v: self._prox1(v, per_system(step, v) * self.lam), x)
 
-    def prox_with_value(self, x, step: float):
+    def prox_with_value(self, x, step, batch_dims: int = 0):
         """``(prox(x, step), value(prox(x, step)))``; overridden where it is free."""
         z = self.prox(x, step)
-        return z, self.value(z)
+        return z, self.value(z, batch_dims)
+
+    def dual_norm_per_system(self, v, batch_dims: int) -> torch.Tensor:
+        """The dual norm of every system of ``v`` (``g*`` is the indicator of
+        ``dual_norm <= 1``; ``inf`` where ``lam == 0`` and ``v != 0``)."""
+        leaves = [self._dual1(u, batch_dims) for u in _leaves(v)]
+        d = leaves[0]
+        for u in leaves[1:]:
+            d = torch.maximum(d, u)
+        d = d.double()
+        if self.lam == 0:
+            return torch.where(d == 0, torch.zeros_like(d), torch.full_like(d, float("inf")))
+        return d / self.lam
 
     def dual_norm(self, v) -> float:
         """The dual norm of ``v`` for this term: ``g*`` is the indicator of
         ``dual_norm <= 1`` (``inf`` if ``lam == 0`` and ``v != 0``)."""
-        d = max(self._dual1(u) for u in _leaves(v))
-        if self.lam == 0:
-            return 0.0 if d == 0 else float("inf")
-        return d / self.lam
+        return float(self.dual_norm_per_system(v, 0))
 
 
 class L1(_NormTerm):
     """``lam * sum |x_i|`` (the modulus for complex entries)."""
 
-    def _value1(self, x):
-        return torch.sum(x.abs())
+    def _value1(self, x, k):
+        return system_sum(x.abs(), k)
 
     def _prox1(self, x, t):
         return soft_threshold(x, t)
 
-    def _dual1(self, v):
-        return float(v.abs().max()) if v.numel() else 0.0
+    def _dual1(self, v, k):
+        return system_max(v.abs(), k)
 
     def to_cvxpy(self, expr, shape) -> CvxpyTerm:
         import cvxpy as cp
@@ -280,7 +342,8 @@ class GroupL1(_NormTerm):
     Args:
         lam: weight.
         axis: the dimension(s) a group runs along (negative = from the end), e.g.
-            ``axis=-1`` for rows of a matrix.
+            ``axis=-1`` for rows of a matrix. With ``batch_dims = k`` the axes must
+            lie after the first ``k``.
     """
 
     def __init__(self, lam: float, *, axis: int | Sequence[int]) -> None:
@@ -290,17 +353,17 @@ class GroupL1(_NormTerm):
             raise InputError(f"axis: expected an int or a tuple of ints, got {axis!r}")
         self.axis = axes
 
-    def _norms(self, x):
-        return torch.sqrt(_abs2(x).sum(dim=self.axis))
+    def _norms(self, x, keepdim: bool = False):
+        return torch.sqrt(_abs2(x).sum(dim=self.axis, keepdim=keepdim))
 
-    def _value1(self, x):
-        return torch.sum(self._norms(x))
+    def _value1(self, x, k):
+        return system_sum(self._norms(x, keepdim=True), k)
 
     def _prox1(self, x, t):
         return group_soft_threshold(x, t, self.axis)
 
-    def _dual1(self, v):
-        return float(self._norms(v).max()) if v.numel() else 0.0
+    def _dual1(self, v, k):
+        return system_max(self._norms(v, keepdim=True), k)
 
     def to_cvxpy(self, expr, shape) -> CvxpyTerm:
         import cvxpy as cp
@@ -324,14 +387,16 @@ class Nuclear(_NormTerm):
     """``lam * sum_i sigma_i(X)`` of the matrices in the last two dimensions
     (batched); the prox is singular value thresholding."""
 
-    def _value1(self, x):
-        return torch.sum(torch.linalg.svdvals(x))
+    def _value1(self, x, k):
+        return system_sum(torch.linalg.svdvals(x), k)
 
     def _prox1(self, x, t):
+        if isinstance(t, torch.Tensor):
+            t = t.squeeze(-1)  # broadcast against the singular values (one axis fewer)
         return singular_value_threshold(x, t)[0]
 
-    def _dual1(self, v):
-        return float(torch.linalg.matrix_norm(v, ord=2).max()) if v.numel() else 0.0
+    def _dual1(self, v, k):
+        return system_max(torch.linalg.matrix_norm(v, ord=2).unsqueeze(-1), k)
 
     def to_cvxpy(self, expr, shape) -> CvxpyTerm:
         import cvxpy as cp
@@ -364,19 +429,49 @@ class WaveletL1(_NormTerm):
             raise InputError(f"wavelet: expected an orthogonal Operator, got {type(wavelet).__name__}")
         self.W = wavelet
 
-    def _value1(self, x):
-        return torch.sum(self.W.forward(x).abs())
+    def _value1(self, x, k):
+        return system_sum(self.W.forward(x).abs(), k)
+
+    def _coefficients(self, x: torch.Tensor) -> torch.Tensor:
+        """``W x`` in a tensor of its own (thresholded in place)."""
+        c = self.W.forward(x)
+        if c.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            c = c.clone()  # an operator that returns (a view of) its input
+        return c
 
     def _prox1(self, x, t):
-        return self.W.adjoint(soft_threshold(self.W.forward(x), t))
+        return self.W.adjoint(soft_threshold_(self._coefficients(x), t)[0])
 
-    def _dual1(self, v):
-        return float(self.W.forward(v).abs().max())
+    def _dual1(self, v, k):
+        return system_max(self.W.forward(v).abs(), k)
 
-    def prox_with_value(self, x, step: float):
+    def shift_period(self) -> tuple[tuple[int, ...], int]:
+        """``(axes, period)`` of the cycle-spinning shifts: the transformed axes of a
+        periodized wavelet, whose ``2**levels`` circular shifts per axis are the
+        distinct ones. InputError for an operator without ``axes`` and ``levels``."""
+        axes, levels = getattr(self.W, "axes", None), getattr(self.W, "levels", None)
+        if axes is None or not isinstance(levels, int):
+            raise InputError(f"wavelet: random shifts need a multilevel Wavelet (axes, levels), "
+                             f"got {type(self.W).__name__}")
+        return tuple(axes), 2 ** levels
+
+    def prox_shifted(self, x, step, shift):
+        """The prox of ``lam ||W S x||_1`` with ``S`` the circular shift by ``shift``
+        along the transformed axes (cycle spinning): ``S^-1 W^H soft(W S x)``, exact
+        because ``W S`` is orthogonal too."""
+        axes, _ = self.shift_period()
+        shift = tuple(int(s) for s in shift)
+        if len(shift) != len(axes):
+            raise InputError(f"shift: expected one shift per axis {axes}, got {shift}")
+        xs = torch.roll(x, shifts=shift, dims=axes) if any(shift) else x
+        c, _ = soft_threshold_(self._coefficients(xs), per_system(step, x) * self.lam)
+        out = self.W.adjoint(c)
+        return torch.roll(out, shifts=tuple(-s for s in shift), dims=axes) if any(shift) else out
+
+    def prox_with_value(self, x, step, batch_dims: int = 0):
         # W x_new = soft(W x) because W is orthogonal: the value costs no transform
-        c = soft_threshold(self.W.forward(x), step * self.lam)
-        return self.W.adjoint(c), self.lam * torch.sum(c.abs())
+        c, mag = soft_threshold_(self._coefficients(x), per_system(step, x) * self.lam)
+        return self.W.adjoint(c), self.lam * system_sum(mag, batch_dims)
 
     def to_cvxpy(self, expr, shape) -> CvxpyTerm:
         import cvxpy as cp
@@ -398,17 +493,19 @@ class NonNegative(ProxTerm):
     def __init__(self, *, tol: float = 1e-6) -> None:
         self.tol = check_positive(tol, "tol", strict=False)
 
-    def _violation(self, x: torch.Tensor) -> float:
-        v = float((-x.real).clamp_min(0).max()) if x.numel() else 0.0
-        if x.is_complex() and x.numel():
-            v = max(v, float(x.imag.abs().max()))
-        return v
+    def _infeasible(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Per system (shape ``x.shape[:k]``): is the violation above tolerance?"""
+        v = system_max((-x.real).clamp_min(0), k)
+        if x.is_complex():
+            v = torch.maximum(v, system_max(x.imag.abs(), k))
+        return v > self.tol * system_max(x.abs(), k).clamp_min(1.0)
 
-    def value(self, x) -> torch.Tensor:
+    def value(self, x, batch_dims: int = 0) -> torch.Tensor:
+        bad = None
         for v in _leaves(x):
-            if v.numel() and self._violation(v) > self.tol * max(1.0, float(v.abs().max())):
-                return torch.tensor(float("inf"))
-        return torch.tensor(0.0)
+            b = self._infeasible(v, batch_dims)
+            bad = b if bad is None else bad | b
+        return torch.where(bad, float("inf"), 0.0).to(torch.float64)
 
     def prox(self, x, step: float):
         def clamp(v):
@@ -417,8 +514,10 @@ class NonNegative(ProxTerm):
             return v.clamp_min(0)
         return tree_map(clamp, x)
 
-    def prox_with_value(self, x, step: float):
-        return self.prox(x, step), torch.tensor(0.0)
+    def prox_with_value(self, x, step, batch_dims: int = 0):
+        z = self.prox(x, step)
+        lead = _leaves(z)[0].shape[:batch_dims]
+        return z, torch.zeros(lead, dtype=torch.float64, device=_leaves(z)[0].device)
 
     def to_cvxpy(self, expr, shape) -> CvxpyTerm:
         import cvxpy as cp

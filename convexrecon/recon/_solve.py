@@ -82,7 +82,8 @@ def _l1_wavelet(op, y, lam, *, max_iter, tol, x0, callback, wavelet, levels, che
 
     W = make_wavelet(op.ishape, wavelet=wavelet, levels=levels, dtype=op.dtype)
     prog = L1WaveletProgram(op, y, lam, W, lipschitz=_LIPSCHITZ)
-    solver = FISTA(prog, max_iter=max_iter, tol=tol, check_every=check_every)
+    slices = prog.smooth.aty.ndim - len(op.ishape)  # every slice is its own system
+    solver = FISTA(prog, max_iter=max_iter, tol=tol, check_every=check_every, batch_dims=slices)
     return _run(solver, max_iter, x0, callback).x
 
 
