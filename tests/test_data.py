@@ -239,8 +239,14 @@ def test_fastmri_folder_is_read_lazily(tmp_path, monkeypatch):
     real = fastmri.read_fastmri
     monkeypatch.setattr(fastmri, "read_fastmri",
                         lambda path, **kw: calls.append((path.name, kw)) or real(path, **kw))
+    import h5py
+
+    reads = []
+    getitem = h5py.Dataset.__getitem__
+    monkeypatch.setattr(h5py.Dataset, "__getitem__",
+                        lambda self, key: reads.append(self.name) or getitem(self, key))
     src = FastMRIFolder(tmp_path)
-    assert len(src) == 5 and calls == []
+    assert len(src) == 5 and calls == [] and reads == []  # shapes only
     img = src.image(1)
     assert calls == [("a.h5", {"slices": [1]})]
     rss = ifftc(ksp_a[1], dims=(-2, -1)).abs().square().sum(0).sqrt()
@@ -264,6 +270,19 @@ def test_channels_live_in_transforms_and_conv_reexports_without_a_cycle():
             "print(sorted(m for m in sys.modules if m.startswith('convexrecon.data')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['convexrecon.data', 'convexrecon.data.transforms']"
+
+
+def test_flips_and_crops():
+    img = np.arange(20.0).reshape(4, 5)
+    rng = np.random.default_rng(0)
+    np.testing.assert_array_equal(T.random_flip(img, rng, prob=1.0), img[::-1, ::-1])
+    np.testing.assert_array_equal(T.random_flip(img, rng, prob=0.0), img)
+    sq = np.arange(100.0).reshape(10, 10)
+    for _ in range(5):
+        c = T.random_crop(sq, rng, scale=(0.5, 0.8))
+        assert 5 <= c.shape[0] == c.shape[1] <= 8
+        r, k = divmod(int(c[0, 0]), 10)  # a contiguous window of the original
+        np.testing.assert_array_equal(c, sq[r:r + c.shape[0], k:k + c.shape[1]])
 
 
 def test_resize_area_is_block_mean_for_integer_factors():
