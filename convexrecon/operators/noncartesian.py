@@ -2,9 +2,10 @@
 
 Both are built on :class:`~convexrecon.operators.nufft.NUFFT` and share its scaling
 and density-compensation conventions: with ``dcf=w`` the operator is
-``W^{1/2} A`` and its normal is ``A^H W A``. Their ``normal`` uses one Toeplitz
-kernel for every coil (and partition) instead of a forward and an adjoint NUFFT,
-so it agrees with ``adjoint(forward(x))`` to the NUFFT's interpolation accuracy.
+``W^{1/2} A`` and its normal is ``A^H W A``. When the NUFFT uses a Toeplitz
+kernel, their ``normal`` applies it to every coil (and partition) instead of a
+forward and an adjoint NUFFT, so it agrees with ``adjoint(forward(x))`` to the
+NUFFT's accuracy; otherwise ``normal`` is ``adjoint(forward(x))``.
 """
 
 from __future__ import annotations
@@ -42,18 +43,21 @@ class NonCartesianSense(Operator):
         traj: ``(ndim, K)`` radians in ``[-pi, pi)``, shared by all coils.
         dcf: optional ``(K,)`` density weights (see :class:`NUFFT`).
         dtype: complex dtype (default: the complex type matching ``maps``).
-        oversamp, width: NUFFT grid oversampling and kernel width.
+        backend, eps, oversamp, width, toeplitz: passed to :class:`NUFFT` (FINUFFT
+            on the CPU by default; all coils go through one plan).
 
     ``ishape = im``, ``oshape = (C, K)``.
     """
 
     def __init__(self, maps, traj, *, dcf=None, dtype: torch.dtype | None = None,
-                 oversamp: float = 2.0, width: int = 6) -> None:
+                 backend: str = "auto", eps: float | None = None, oversamp: float = 2.0,
+                 width: int = 6, toeplitz: bool | None = None) -> None:
         t = as_tensor(traj, "traj")
         ndim = t.shape[0] if t.ndim == 2 else 2
         m, dtype = _maps_and_dtype(maps, dtype, ndim + 1)
         im = tuple(m.shape[-ndim:])
-        self.nufft = NUFFT(t, im, oversamp=oversamp, width=width, dcf=dcf, dtype=dtype)
+        self.nufft = NUFFT(t, im, backend=backend, eps=eps, oversamp=oversamp, width=width,
+                           dcf=dcf, toeplitz=toeplitz, dtype=dtype)
         n_coils = m.shape[-ndim - 1]
         super().__init__(im, (n_coils, self.nufft.oshape[0]), dtype=dtype)
         self.maps = m
@@ -88,7 +92,8 @@ class StackOfStars(Operator):
             partitions (see :func:`convexrecon.sampling.stack_of_stars`).
         dcf: optional ``(K,)`` in-plane density weights (see :class:`NUFFT`).
         dtype: complex dtype (default: the complex type matching ``maps``).
-        oversamp, width: NUFFT grid oversampling and kernel width.
+        backend, eps, oversamp, width, toeplitz: passed to the in-plane
+            :class:`NUFFT` (FINUFFT on the CPU by default).
 
     ``ishape = (Z, H, W)``, ``oshape = (C, Z, K)``. Since the in-plane normal acts on
     ``(H, W)`` only, it commutes with the z-FFT, which therefore cancels in
@@ -97,13 +102,15 @@ class StackOfStars(Operator):
     """
 
     def __init__(self, maps, traj, *, dcf=None, dtype: torch.dtype | None = None,
-                 oversamp: float = 2.0, width: int = 6) -> None:
+                 backend: str = "auto", eps: float | None = None, oversamp: float = 2.0,
+                 width: int = 6, toeplitz: bool | None = None) -> None:
         m, dtype = _maps_and_dtype(maps, dtype, 4)
         t = as_tensor(traj, "traj")
         if t.ndim != 2 or t.shape[0] != 2:
             raise InputError(f"traj: expected an in-plane trajectory of shape (2, K), got {tuple(t.shape)}")
         n_coils, nz, h, w = m.shape[-4:]
-        self.nufft = NUFFT(t, (h, w), oversamp=oversamp, width=width, dcf=dcf, dtype=dtype)
+        self.nufft = NUFFT(t, (h, w), backend=backend, eps=eps, oversamp=oversamp, width=width,
+                           dcf=dcf, toeplitz=toeplitz, dtype=dtype)
         super().__init__((nz, h, w), (n_coils, nz, self.nufft.oshape[0]), dtype=dtype)
         self.maps = m
 

@@ -1,0 +1,123 @@
+"""Pipe-Menon density compensation with a precomputed sparse gridding matrix.
+
+The Pipe-Menon iteration ``w <- w / |G G^H w|`` needs only the gridding matrix
+``G`` (``K`` points x grid cells, a scipy CSR matrix): every point touches ``width**ndim`` cells, with
+the separable Kaiser-Bessel weights of torchkbnufft's kernel (``kbwidth = 2.34``,
+``alpha = kbwidth * width``, order 0, distances rounded to 1/1024 of a cell as in
+its kernel table) on a grid ``ceil(oversamp * N)``. ``G`` is
+built once from ``(K, width**ndim)`` cell indices and weights; each iteration is
+two sparse products costing ``O(K * width**ndim)``, with no FFT and no table
+interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse
+import torch
+
+from convexrecon.errors import InputError
+from convexrecon.operators._traj import check_im_size, check_traj
+
+__all__ = ["pipe_menon_dcf", "gridding_matrix"]
+
+KB_WIDTH = 2.34  # torchkbnufft's kbwidth: alpha = KB_WIDTH * width
+TABLE_OVERSAMP = 2 ** 10  # torchkbnufft's table: distances rounded to 1/1024 of a cell
+
+
+def _axis_weights(coord: torch.Tensor, n_image: int, n_grid: int, width: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cell indices ``(K, width)`` and complex Kaiser-Bessel weights along one axis.
+
+    The phase is torchkbnufft's: ``exp(i*pi*(g + (N - 1) * c) / G)`` for a point at
+    grid coordinate ``g`` and an unwrapped cell ``c``. It cancels between
+    neighbouring points, except across the periodic edge of the grid, where it
+    decides how wrapped neighbours add up.
+    """
+    alpha = KB_WIDTH * width
+    g = coord * (n_grid / (2 * math.pi))  # grid units, centred on 0
+    first = torch.floor(g - width / 2)
+    cells = first[:, None] + torch.arange(1, width + 1, dtype=g.dtype, device=g.device)
+    # distances rounded as torchkbnufft's kernel table rounds them
+    dist = torch.round((g[:, None] - cells) * TABLE_OVERSAMP) / TABLE_OVERSAMP
+    u = dist / (width / 2)
+    inside = u.abs() < 1
+    arg = alpha * torch.sqrt(torch.clamp(1 - u * u, min=0))
+    kb = torch.where(inside, torch.special.i0(arg) / torch.special.i0(torch.tensor(alpha)),
+                     torch.zeros((), dtype=g.dtype, device=g.device))
+    phase = (math.pi / n_grid) * (g[:, None] + (n_image - 1) * cells)
+    return torch.remainder(cells, n_grid).long(), torch.polar(kb, phase)
+
+
+def gridding_matrix(traj: torch.Tensor, im_size: Sequence[int], grid_size: Sequence[int], *,
+                    width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sparse gridding matrix ``G`` as ``(indices, weights)``, each ``(K, width**ndim)``.
+
+    ``indices`` are flat (C-order) cells of a grid of ``grid_size``; ``weights`` are
+    the products of the per-axis complex Kaiser-Bessel weights (complex128).
+    """
+    t = traj.to(torch.float64)
+    k = t.shape[1]
+    idx = torch.zeros(k, 1, dtype=torch.long, device=t.device)
+    wts = torch.ones(k, 1, dtype=torch.complex128, device=t.device)
+    for coord, n, m in zip(t, im_size, grid_size):
+        cells, w = _axis_weights(coord, int(n), int(m), width)
+        idx = (idx[:, :, None] * int(m) + cells[:, None, :]).reshape(k, -1)
+        wts = (wts[:, :, None] * w[:, None, :]).reshape(k, -1)
+    return idx, wts
+
+
+def pipe_menon_dcf(traj, im_size: Sequence[int], *, iters: int = 20, oversamp: float = 2.0,
+                   width: int = 6) -> torch.Tensor:
+    """Pipe-Menon density compensation weights for ``traj``.
+
+    Iterates ``w <- w / |G G^H w|`` with ``G`` the Kaiser-Bessel gridding matrix
+    (torchkbnufft's kernel, so the weights agree with torchkbnufft's
+    ``calc_density_compensation_function`` to about 1e-3), then normalises them so
+    that ``sum(w) == prod(im_size)``: the point-spread function of ``A^H W A``
+    (the normal of ``NUFFT(traj, im_size, dcf=w)``) then peaks at 1, as for a
+    fully sampled Cartesian grid with unit weights.
+
+    Args:
+        traj: ``(ndim, K)`` radians in ``[-pi, pi)``.
+        im_size: image size.
+        iters: number of fixed-point iterations (>= 1).
+        oversamp: grid oversampling of the gridding (>= 1).
+        width: kernel width of the gridding in grid points (>= 2).
+
+    Returns:
+        ``(K,)`` real non-negative weights on the trajectory's device, in its real
+        dtype (float32 for float32 input, else float64).
+    """
+    size = check_im_size(im_size)
+    t = check_traj(traj, size)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise InputError(f"iters: expected an int >= 1, got {iters!r}")
+    try:
+        osf = float(oversamp)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}") from exc
+    if not (math.isfinite(osf) and osf >= 1.0):
+        raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 2:
+        raise InputError(f"width: expected an int >= 2, got {width!r}")
+    out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    grid = [max(int(math.ceil(osf * n)), n) for n in size]
+    idx, wts = gridding_matrix(t.cpu(), size, grid, width=width)
+    k, per_point = idx.shape
+    g = scipy.sparse.csr_matrix(
+        (wts.reshape(-1).to(torch.complex64).numpy(), idx.reshape(-1).numpy(),
+         np.arange(0, k * per_point + 1, per_point)),
+        shape=(k, math.prod(grid)))
+    g_h = g.conj().T.tocsr()
+    # single precision products (memory bound; their rounding, ~1e-7, is far below
+    # the 1e-3 agreement with torchkbnufft's table), double precision weights
+    w = np.ones(k)
+    for _ in range(iters):
+        back = g @ (g_h @ w.astype(np.complex64))  # G G^H w
+        w = w / np.maximum(np.abs(back).astype(np.float64), np.finfo(np.float32).tiny)
+    w = torch.from_numpy(w * (math.prod(size) / w.sum()))
+    return w.to(device=t.device, dtype=out_dtype)
