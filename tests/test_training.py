@@ -229,3 +229,68 @@ def test_loss_extras_validation_and_tensorboard(tmp_path):
     assert acc.Scalars("epoch/val_mse")[-1].value == pytest.approx(e["val_mse"], rel=1e-6)
     with pytest.raises(InputError, match="no model_spec"):
         load_model(tmp_path / CHECKPOINT_NAME)
+
+
+# ----------------------------------------------------------------------------- distributed
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(T.ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path / "ddp"), 8), nprocs=2, join=True)
+    single = T.train_plain(tmp_path / "single", batch_size=8)
+    ddp_model = load_model(tmp_path / "ddp" / CHECKPOINT_NAME)
+    one_model = load_model(tmp_path / "single" / CHECKPOINT_NAME)
+    for (name, a), b in zip(ddp_model.state_dict().items(), one_model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert not torch.equal(one_model[0].weight, build_model(T.SPEC)[0].weight)  # it did train
+    ddp = _losses(tmp_path / "ddp")
+    assert len(ddp["step_loss"]) == len(single.step_loss) == 6
+    assert ddp["step_loss"] == pytest.approx(single.step_loss, rel=1e-5)
+    for e_ddp, e_one in zip(ddp["epochs"], single.epochs):
+        assert e_ddp["val_loss"] == pytest.approx(e_one["val_loss"], rel=1e-5)
+        assert e_ddp["train_loss"] == pytest.approx(e_one["train_loss"], rel=1e-5)
+    ck = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)
+    assert ck["config"]["world_size"] == 2 and len(ck["per_rank"]) == 2
+
+
+def test_distributed_helpers_in_a_single_process():
+    from convexrecon.training import distributed as D
+
+    x = torch.tensor([1.0 + 2.0j])
+    assert not D.is_distributed() and D.world_size() == 1 and D.is_main_process()
+    assert torch.equal(D.all_reduce_sum(x), x) and torch.equal(D.all_reduce_mean(x), x)
+    model = torch.nn.Linear(2, 2)
+    assert D.wrap_ddp(model) is model and D.unwrap(model) is model
+    sampler = D.make_sampler(T.TinyData(), seed=1)
+    sampler.set_epoch(3)
+    assert sorted(sampler) == list(range(24))
+    assert D.init_from_env().world_size == 1 or "WORLD_SIZE" in os.environ
+    with pytest.raises(InputError, match="rank"):
+        D.init_process_group(rank=2, world_size=2, init_method="file:///nonexistent")
+
+
+# ----------------------------------------------------------------------------- memory
+def test_peak_memory_in_fresh_processes():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from convexrecon.training import peak_memory
+
+    mlp = {"batch": 128, "d_in": 256, "hidden": 512}
+    jobs = [("training_tiny:alloc_step", {"mb": 8}), ("training_tiny:alloc_step", {"mb": 72}),
+            ("training_tiny:mlp_step", mlp), ("training_tiny:no_such_factory", {})]
+    with ThreadPoolExecutor(len(jobs)) as pool:  # one fresh process each
+        futures = [pool.submit(peak_memory, spec, kwargs=kwargs, threads=1) for spec, kwargs in jobs]
+        small, big, step = (f.result() for f in futures[:3])
+        with pytest.raises(InputError, match="no_such_factory"):
+            futures[3].result()
+    assert small.method == big.method == "vmhwm" and small.device == "cpu"
+    # 64 MiB more touched in the step -> about 64 MiB more peak (pages, allocator slack aside)
+    assert 0.9 * 64 * 2**20 <= big.peak_bytes - small.peak_bytes <= 1.25 * 64 * 2**20
+    assert big.baseline_bytes > 100 * 2**20  # torch's import baseline ...
+    assert small.peak_bytes < 0.5 * small.baseline_bytes  # ... is excluded from the peak
+    assert small.saved_bytes == 0 and small.saved_tensors == 0  # no autograd
+    # autograd saves x (batch x d_in) and tanh's output (batch x hidden), float32; w is a leaf param
+    assert step.saved_bytes == 4 * mlp["batch"] * (mlp["d_in"] + mlp["hidden"]) and step.saved_tensors == 2
+    with pytest.raises(InputError, match="cannot find module"):
+        peak_memory("no_such_module_xyz:f")
+    with pytest.raises(InputError, match="spec"):
+        peak_memory("no-colon")

@@ -32,8 +32,9 @@ def make_model(*, hidden: int = 8, dropout: float = 0.25) -> nn.Module:
 class TinyData(Dataset):
     """``n`` fixed inputs; targets get fresh noise from the global numpy and python RNGs."""
 
-    def __init__(self, n: int = 24, seed: int = 123) -> None:
+    def __init__(self, n: int = 24, seed: int = 123, *, noisy: bool = True) -> None:
         g = torch.Generator().manual_seed(seed)
+        self.noisy = noisy
         self.x = torch.randn(n, 4, generator=g)
         self.y = self.x @ torch.tensor([[1.0], [-2.0], [0.5], [0.25]]) + 0.1
 
@@ -41,7 +42,7 @@ class TinyData(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        noise = 0.01 * float(np.random.randn()) + 0.01 * random.random()
+        noise = 0.01 * float(np.random.randn()) + 0.01 * random.random() if self.noisy else 0.0
         return self.x[i], self.y[i] + noise
 
 
@@ -80,6 +81,59 @@ def train(out_dir: str | Path, *, resume: bool = False, delay: float = 0.0, epoc
     history = fit(model, loss_fn=loss_fn, dataset=TinyData(), optimizer=opt, scheduler=sched, epochs=epochs,
                   out_dir=out_dir, resume=resume, hooks=hooks if hooks is not None else Slow(delay), **options)
     return model, history
+
+
+# ----------------------------------------------------------------- distributed
+def train_plain(out_dir, *, batch_size: int, epochs: int = 2):
+    """The deterministic (no dropout, no noise) run that 1 and 2 processes must agree on."""
+    torch.manual_seed(11)
+    model = build_model({"factory": "training_tiny:make_model", "kwargs": {"hidden": 8, "dropout": 0.0}})
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return fit(model, loss_fn=loss_fn, dataset=TinyData(noisy=False), optimizer=opt, epochs=epochs, out_dir=out_dir,
+               batch_size=batch_size, seed=5, progress=False, val_dataset=TinyData(7, seed=9, noisy=False))
+
+
+def ddp_worker(rank: int, world: int, init_file: str, out_dir: str, global_batch: int) -> None:
+    """torch.multiprocessing.spawn target: gloo group, all-reduce checks, then fit."""
+    from convexrecon.training import distributed as D
+
+    torch.set_num_threads(1)
+    D.init_process_group(rank=rank, world_size=world, init_method=f"file://{init_file}", backend="gloo")
+    try:
+        assert D.world_size() == world and D.rank() == rank
+        total = D.all_reduce_sum(torch.tensor([rank + 1.0, 1.0]))
+        assert total.tolist() == [world * (world + 1) / 2, world], total
+        z = D.all_reduce_mean(torch.tensor([complex(rank, -rank)], dtype=torch.complex64))
+        assert torch.allclose(z, torch.tensor([complex((world - 1) / 2, -(world - 1) / 2)], dtype=torch.complex64))
+        train_plain(out_dir, batch_size=global_batch // world)
+    finally:
+        D.cleanup()
+
+
+# ----------------------------------------------------------------- peak_memory factories
+def alloc_step(*, device: str, mb: int):
+    """A non-autograd step that allocates and touches ``mb`` MiB."""
+
+    def step():
+        buf = torch.ones(mb * 2**18, dtype=torch.float32, device=device)
+        return float(buf.sum())
+
+    return step
+
+
+def mlp_step(*, device: str, batch: int, d_in: int, hidden: int):
+    """One SGD step of ``sum(tanh(x @ W) ** 2)``: autograd saves x and tanh's output."""
+    w = torch.randn(d_in, hidden, device=device, requires_grad=True)
+    x = torch.randn(batch, d_in, device=device)
+    opt = torch.optim.SGD([w], lr=1e-3)
+
+    def step():
+        opt.zero_grad()
+        loss = (torch.tanh(x @ w) ** 2).sum()
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 if __name__ == "__main__":

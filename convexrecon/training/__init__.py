@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import distributed
 from .checkpoint import build_model, check_model_spec, load_checkpoint, load_model, save_checkpoint
 from .loop import CHECKPOINT_NAME, METRICS_NAME, History, Hooks, fit
+from .memory import MemoryReport, measure_step, peak_memory
 from .rng import get_rng_state, seed_everything, set_rng_state
 
 __all__ = [
@@ -31,5 +32,8 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
     "seed_everything",
+    "peak_memory",
+    "measure_step",
+    "MemoryReport",
     "distributed",
 ]
