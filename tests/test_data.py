@@ -204,6 +204,34 @@ def test_dataloader_collates_batches():
     assert b.to("cpu").kspace.shape == b.kspace.shape
 
 
+def test_worker_processes_give_the_same_batches():
+    ds = _ds(mask="equispaced")
+    ds.set_epoch(1)
+    kw = dict(batch_size=2, shuffle=False, collate_fn=collate)
+    one = list(torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(4)), **kw))
+    two = list(torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(4)),
+                                           num_workers=2, **kw))
+    for a, b in zip(one, two):
+        assert torch.equal(a.kspace, b.kspace) and torch.equal(a.mask, b.mask)
+
+
+@pytest.mark.parametrize("name", ["brain-sim-poisson-4x", "brain-sim-cartesian-1d-4x",
+                                  "radial-golden", "radial-real-traj", "tiny-cartesian",
+                                  "tiny-radial"])
+def test_from_problem_follows_the_problem(name):
+    from convexrecon.problems import load
+
+    size = 16 if name.startswith("tiny") else SIZE
+    ds = from_problem(name, split="val", size=size)
+    s = ds[0]
+    p = load(name, split="test", n_slices=1) if name.startswith("tiny") else None
+    n_coils = 3 if name.startswith("tiny") else 8
+    assert s.maps.shape == (n_coils, size, size) and ds.noise_rel == 0.05
+    if p is not None:  # same layout as the problem at its own size
+        assert s.kspace.shape == p.kspace.shape[1:]
+    assert 0.3 < float(s.target.abs().max()) < 5.0
+
+
 # -- other sources ----------------------------------------------------------------------
 @pytest.mark.parametrize("split,n", [("dipy-t1-coronal", 1), ("dipy-b0", 10)])
 def test_out_of_distribution_image_sets(split, n):
