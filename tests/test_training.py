@@ -274,7 +274,7 @@ def test_peak_memory_in_fresh_processes():
 
     from convexrecon.training import peak_memory
 
-    mlp = {"batch": 128, "d_in": 256, "hidden": 512}
+    mlp = {"batch": 128, "d_in": 256, "hidden": 512, "d_out": 32}
     jobs = [("training_tiny:alloc_step", {"mb": 8}), ("training_tiny:alloc_step", {"mb": 72}),
             ("training_tiny:mlp_step", mlp), ("training_tiny:no_such_factory", {})]
     with ThreadPoolExecutor(len(jobs)) as pool:  # one fresh process each
@@ -288,8 +288,9 @@ def test_peak_memory_in_fresh_processes():
     assert big.baseline_bytes > 100 * 2**20  # torch's import baseline ...
     assert small.peak_bytes < 0.5 * small.baseline_bytes  # ... is excluded from the peak
     assert small.saved_bytes == 0 and small.saved_tensors == 0  # no autograd
-    # autograd saves x (batch x d_in) and tanh's output (batch x hidden), float32; w is a leaf param
-    assert step.saved_bytes == 4 * mlp["batch"] * (mlp["d_in"] + mlp["hidden"]) and step.saved_tensors == 2
+    # float32 x, tanh's output and the last product are saved; the saved parameter W2 is not counted
+    assert step.saved_bytes == 4 * mlp["batch"] * (mlp["d_in"] + mlp["hidden"] + mlp["d_out"])
+    assert step.saved_tensors == 3
     with pytest.raises(InputError, match="cannot find module"):
         peak_memory("no_such_module_xyz:f")
     with pytest.raises(InputError, match="spec"):

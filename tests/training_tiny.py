@@ -121,15 +121,20 @@ def alloc_step(*, device: str, mb: int):
     return step
 
 
-def mlp_step(*, device: str, batch: int, d_in: int, hidden: int):
-    """One SGD step of ``sum(tanh(x @ W) ** 2)``: autograd saves x and tanh's output."""
-    w = torch.randn(d_in, hidden, device=device, requires_grad=True)
+def mlp_step(*, device: str, batch: int, d_in: int, hidden: int, d_out: int):
+    """One SGD step of ``sum((tanh(x @ W1) @ W2) ** 2)``.
+
+    Autograd saves x (for W1's gradient), tanh's output h (for tanh and for W2's
+    gradient: one storage), W2 (for h's gradient; a parameter) and h @ W2 (for the square).
+    """
+    w1 = torch.randn(d_in, hidden, device=device, requires_grad=True)
+    w2 = torch.randn(hidden, d_out, device=device, requires_grad=True)
     x = torch.randn(batch, d_in, device=device)
-    opt = torch.optim.SGD([w], lr=1e-3)
+    opt = torch.optim.SGD([w1, w2], lr=1e-3)
 
     def step():
         opt.zero_grad()
-        loss = (torch.tanh(x @ w) ** 2).sum()
+        loss = ((torch.tanh(x @ w1) @ w2) ** 2).sum()
         loss.backward()
         opt.step()
 
