@@ -33,6 +33,7 @@ from convexrecon.operators.base import Operator
 from convexrecon.programs._cvx import make_variable
 from convexrecon.programs._systems import system_rinner, system_sumsq
 from convexrecon.programs.composite import CompositeProgram, ProxTerm
+from convexrecon.programs.duality import best_scale, scale_limit
 from convexrecon.programs.terms import LeastSquares, WaveletL1, _rinner, _sumsq
 
 __all__ = ["RegularizedLeastSquares", "L1WaveletProgram", "TikhonovProgram", "gap_from_normal"]
@@ -51,11 +52,7 @@ def gap_from_normal(ls: LeastSquares, x: torch.Tensor, nx: torch.Tensor,
     grad = ls.grad_from_normal(x, nx)
     c = float(_rinner(x, ls.aty)) - ls.y_norm2
     primal = f + reg_value
-    dn = float(dual_norm(grad))
-    s_max = 1.0 / dn if dn > 0 else math.inf
-    s = -c / (2.0 * f) if f > 0 else s_max
-    s = min(max(s, 0.0), s_max)
-    dual = -s * s * f - s * c if math.isfinite(s) else -math.inf
+    _, dual = best_scale(-c, 2.0 * f, scale_limit(float(dual_norm(grad))))
     return primal, dual
 
 
