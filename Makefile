@@ -36,9 +36,12 @@ demo: $(STAMP)
 	$(VENV)/bin/convexrecon demo
 
 # Peers for the benchmarks that are not runtime dependencies. pyscnn is installed
-# without its dependencies (it would pull torchvision and a CUDA torch).
+# without its dependencies (it would pull torchvision and a CUDA torch). BART
+# (benchmarks/classical.py, quality.py --peers) is the Debian package `bart` (needs root).
 bench-deps: $(STAMP)
 	$(PY) -m pip install -q --no-deps pyscnn==0.0.10 linalg_backends==0.0.1b0 opt_einsum==3.4.0
+	command -v bart >/dev/null 2>&1 || { apt-get update && apt-get install -y bart; } \
+		|| echo "bench-deps: could not install bart (apt-get install bart as root); BART rows are skipped"
 
 bench: bench-deps
 	$(PY) benchmarks/operators.py
