@@ -6,7 +6,23 @@ from typing import Callable
 
 import torch
 
-__all__ = ["tree_map", "tree_map2", "tree_inner", "tree_norm", "tree_zeros_like", "tree_axpy"]
+__all__ = ["real_inner", "tree_map", "tree_map2", "tree_inner", "tree_norm", "tree_zeros_like",
+           "tree_axpy"]
+
+
+def real_inner(a: torch.Tensor, b: torch.Tensor, batch_dims: int = 0) -> torch.Tensor:
+    """``Re <a, b>`` summed over every axis after the first ``batch_dims`` (one value
+    per system, shape ``a.shape[:batch_dims]``; 0-d for the whole tensor). The one
+    real inner product of the project: complex tensors take one fused pass."""
+    k = batch_dims
+    if a.is_complex():
+        n = a.shape[:k]
+        va = a.reshape(*n, -1) if a.is_contiguous() else a.contiguous().reshape(*n, -1)
+        vb = b.reshape(*n, -1) if b.is_contiguous() else b.contiguous().reshape(*n, -1)
+        return torch.linalg.vecdot(va, vb, dim=-1).real
+    t = a * b
+    dims = tuple(range(k, t.ndim))
+    return t.sum(dim=dims) if dims else t
 
 
 def tree_map(fn: Callable[[torch.Tensor], torch.Tensor], x):
@@ -27,7 +43,7 @@ def tree_inner(x, y) -> torch.Tensor:
     """Real part of ``sum <x_i, y_i>``."""
     if isinstance(x, tuple):
         return sum(tree_inner(a, b) for a, b in zip(x, y))
-    return torch.sum((x.conj() * y).real) if x.is_complex() else torch.sum(x * y)
+    return real_inner(x, y)
 
 
 def tree_norm(x) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator
 from convexrecon.operators.linalg import randn_like_shape
+from convexrecon.tree import real_inner
 
 __all__ = ["check_batch_dims", "system_sum", "system_max", "system_rinner", "system_sumsq",
            "per_system", "power_method_per_system"]
@@ -49,14 +50,9 @@ def system_max(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def system_rinner(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """``Re <a, b>`` per system (in the variables' precision)."""
-    if a.is_complex():
-        n = a.shape[:k]
-        # one fused pass: Re <a, b> = sum conj(a) b, batched over the systems
-        va = a.reshape(*n, -1) if a.is_contiguous() else a.contiguous().reshape(*n, -1)
-        vb = b.reshape(*n, -1) if b.is_contiguous() else b.contiguous().reshape(*n, -1)
-        return torch.linalg.vecdot(va, vb, dim=-1).real
-    return system_sum(a * b, k)
+    """``Re <a, b>`` per system (in the variables' precision;
+    :func:`convexrecon.tree.real_inner`)."""
+    return real_inner(a, b, k)
 
 
 def system_sumsq(a: torch.Tensor, k: int) -> torch.Tensor:

@@ -32,7 +32,7 @@ from convexrecon.programs._systems import (
     per_system, power_method_per_system, system_max, system_rinner, system_sum, system_sumsq,
 )
 from convexrecon.programs.composite import ProxTerm, SmoothTerm
-from convexrecon.tree import tree_map
+from convexrecon.tree import real_inner, tree_map
 
 __all__ = [
     "LeastSquares", "L1", "GroupL1", "Nuclear", "WaveletL1", "NonNegative",
@@ -43,10 +43,8 @@ CvxpyTerm = tuple[Any, list]  # (cvxpy expression or 0.0, list of constraints)
 
 
 def _rinner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``Re <a, b>`` summed over everything."""
-    if a.is_complex():
-        return torch.sum(a.real * b.real) + torch.sum(a.imag * b.imag)
-    return torch.sum(a * b)
+    """``Re <a, b>`` summed over everything (:func:`convexrecon.tree.real_inner`)."""
+    return real_inner(a, b)
 
 
 def _sumsq(a: torch.Tensor) -> torch.Tensor:
@@ -439,8 +437,20 @@ class WaveletL1(_NormTerm):
             c = c.clone()  # an operator that returns (a view of) its input
         return c
 
+    def _shrink(self, x, t, shift=None):
+        """``(S^-1 W^H soft(W S x, t), new moduli)``: fused by the transform when it
+        can (:meth:`~convexrecon.operators.wavelet.Wavelet.shrink`)."""
+        fused = getattr(self.W, "shrink", None)
+        if fused is not None:
+            return fused(x, t, shift=shift)
+        axes = self.shift_period()[0] if shift is not None and any(shift) else None
+        xs = torch.roll(x, shifts=tuple(shift), dims=axes) if axes else x
+        c, mag = soft_threshold_(self._coefficients(xs), t)
+        out = self.W.adjoint(c)
+        return (torch.roll(out, shifts=tuple(-s for s in shift), dims=axes) if axes else out), mag
+
     def _prox1(self, x, t):
-        return self.W.adjoint(soft_threshold_(self._coefficients(x), t)[0])
+        return self._shrink(x, t)[0]
 
     def _dual1(self, v, k):
         return system_max(self.W.forward(v).abs(), k)
@@ -463,15 +473,12 @@ class WaveletL1(_NormTerm):
         shift = tuple(int(s) for s in shift)
         if len(shift) != len(axes):
             raise InputError(f"shift: expected one shift per axis {axes}, got {shift}")
-        xs = torch.roll(x, shifts=shift, dims=axes) if any(shift) else x
-        c, _ = soft_threshold_(self._coefficients(xs), per_system(step, x) * self.lam)
-        out = self.W.adjoint(c)
-        return torch.roll(out, shifts=tuple(-s for s in shift), dims=axes) if any(shift) else out
+        return self._shrink(x, per_system(step, x) * self.lam, shift)[0]
 
     def prox_with_value(self, x, step, batch_dims: int = 0):
         # W x_new = soft(W x) because W is orthogonal: the value costs no transform
-        c, mag = soft_threshold_(self._coefficients(x), per_system(step, x) * self.lam)
-        return self.W.adjoint(c), self.lam * system_sum(mag, batch_dims)
+        out, mag = self._shrink(x, per_system(step, x) * self.lam)
+        return out, self.lam * system_sum(mag, batch_dims)
 
     def to_cvxpy(self, expr, shape) -> CvxpyTerm:
         import cvxpy as cp

@@ -32,6 +32,7 @@ from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator
 from convexrecon.programs.terms import LeastSquares, _rinner
 from convexrecon.solvers.base import Solver, State
+from convexrecon.tree import real_inner
 
 __all__ = ["CGState", "CG", "cg_solve"]
 
@@ -108,10 +109,7 @@ class CG(Solver[CGState]):
 
     def _inner(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``Re <a, b>`` per system: a tensor of the batch shape."""
-        dims = tuple(range(self.batch_dims, a.ndim))
-        if a.is_complex():
-            return (a.real * b.real + a.imag * b.imag).sum(dim=dims)
-        return (a * b).sum(dim=dims)
+        return real_inner(a, b, self.batch_dims)
 
     def _per_system(self, t: torch.Tensor) -> torch.Tensor:
         """A batch-shaped tensor broadcast against ``b``."""
