@@ -7,8 +7,8 @@ per-sample maps, masks and operator scales as leading batch dimensions:
   (divided by each sample's ``op_scale``) and masks ``(B, H, W)``;
 - radial with one shared trajectory: one
   :class:`~convexrecon.operators.NonCartesianSense` with batched maps;
-- radial with a trajectory per sample: :class:`PerSample`, the samples' own
-  operators applied along the batch axis.
+- radial with several trajectories: :class:`PerSample`, one such
+  ``NonCartesianSense`` per distinct trajectory, each applied to its samples.
 
 In every case ``op.forward(batch.target) ~ batch.kspace`` with shapes
 ``(B, H, W) -> (B, *op.oshape)``.
@@ -67,17 +67,19 @@ class Batch:
         maps = self.scaled_maps()
         if self.traj is None:
             return Sense(maps, self.mask)
-        if bool((self.traj == self.traj[:1]).all()):
-            return with_maps(noncartesian(self.maps[0], self.traj[0]), maps)
-        return PerSample([with_maps(noncartesian(self.maps[b], self.traj[b]), maps[b])
-                          for b in range(len(self))])
+        groups = _group_by_trajectory(self.traj)
+        ops = [with_maps(noncartesian(self.maps[g[0]], self.traj[g[0]]), maps[g]) for g in groups]
+        return ops[0] if len(groups) == 1 else PerSample(ops, groups)
 
 
 class PerSample(Operator):
-    """Operators of one shape applied sample by sample: input ``(*lead, B, *ishape)``,
-    output ``(*lead, B, *oshape)``, sample ``b`` through ``ops[b]``."""
+    """Operators of one shape applied to groups of samples: input
+    ``(*lead, B, *ishape)``, output ``(*lead, B, *oshape)``; ``ops[g]`` maps the
+    samples at batch positions ``groups[g]`` (taken as its own batch axis of
+    ``len(groups[g])``). The groups partition ``range(B)``; default one sample each.
+    """
 
-    def __init__(self, ops: Sequence[Operator]) -> None:
+    def __init__(self, ops: Sequence[Operator], groups: Sequence[Sequence[int]] | None = None) -> None:
         ops = list(ops)
         if not ops:
             raise InputError("ops: expected at least one operator, got none")
@@ -85,17 +87,32 @@ class PerSample(Operator):
             if (op.ishape, op.oshape) != (ops[0].ishape, ops[0].oshape):
                 raise InputError(f"ops: expected one ishape/oshape, got {op.ishape}/{op.oshape} "
                                  f"and {ops[0].ishape}/{ops[0].oshape}")
+        groups = [[b] for b in range(len(ops))] if groups is None else [list(g) for g in groups]
+        flat = sorted(b for g in groups for b in g)
+        if len(groups) != len(ops) or flat != list(range(len(flat))) or any(not g for g in groups):
+            raise InputError(f"groups: expected one non-empty group per operator partitioning "
+                             f"range(B), got {groups!r} for {len(ops)} operators")
         super().__init__(ops[0].ishape, ops[0].oshape, dtype=ops[0].dtype)
         self.ops = ops
+        self.groups = groups
+        self.batch = len(flat)
+        self._index = [torch.tensor(g, dtype=torch.int64) for g in groups]
 
-    def _apply(self, t: torch.Tensor, tail: int, fn: str) -> torch.Tensor:
-        axis = t.ndim - tail - 1
-        if axis < 0 or t.shape[axis] != len(self.ops):
-            raise InputError(f"PerSample: expected a batch axis of {len(self.ops)} before the "
-                             f"last {tail} axes, got shape {tuple(t.shape)}")
-        parts = [getattr(op, fn)(t.select(axis, b)) for b, op in enumerate(self.ops)]
-        return torch.stack(parts, dim=parts[0].ndim - (len(self.oshape) if fn == "_forward"
-                                                        else len(self.ishape)))
+    def _apply(self, t: torch.Tensor, tail_in: int, fn: str) -> torch.Tensor:
+        axis = t.ndim - tail_in - 1
+        if axis < 0 or t.shape[axis] != self.batch:
+            raise InputError(f"PerSample: expected a batch axis of {self.batch} before the "
+                             f"last {tail_in} axes, got shape {tuple(t.shape)}")
+        out = None
+        for op, idx in zip(self.ops, self._index):
+            idx = idx.to(t.device)
+            part = getattr(op, fn)(t.index_select(axis, idx))
+            if out is None:
+                shape = list(part.shape)
+                shape[axis] = self.batch
+                out = part.new_zeros(shape)
+            out = out.index_copy(axis, idx, part)
+        return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._apply(x, len(self.ishape), "_forward")
@@ -104,11 +121,19 @@ class PerSample(Operator):
         return self._apply(y, len(self.oshape), "_adjoint")
 
     def _normal(self, x: torch.Tensor) -> torch.Tensor:
-        axis = x.ndim - len(self.ishape) - 1
-        if axis < 0 or x.shape[axis] != len(self.ops):
-            raise InputError(f"PerSample: expected a batch axis of {len(self.ops)}, got {tuple(x.shape)}")
-        parts = [op._normal(x.select(axis, b)) for b, op in enumerate(self.ops)]
-        return torch.stack(parts, dim=axis)
+        return self._apply(x, len(self.ishape), "_normal")
+
+
+def _group_by_trajectory(traj: torch.Tensor) -> list[list[int]]:
+    groups: list[list[int]] = []
+    for b in range(traj.shape[0]):
+        for g in groups:
+            if torch.equal(traj[g[0]], traj[b]):
+                g.append(b)
+                break
+        else:
+            groups.append([b])
+    return groups
 
 
 def _stack_opt(values: list, name: str):
