@@ -118,12 +118,30 @@ def test_seeds_reproducible():
     assert torch.equal(r1.kspace, r2.kspace)
 
 
-def test_complex128_and_device():
-    p = load("tiny-cartesian", dtype=torch.complex128, device="cpu")
-    assert p.kspace.dtype == torch.complex128 and p.ground_truth.dtype == torch.complex128
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_complex128_and_device(device):
+    """complex128 on ``device``: the same problem as complex64 (to float32 rounding),
+    an operator that computes in double precision there, and data that is the
+    operator applied to the ground truth plus the stated noise."""
+    from convexrecon.operators import dot_test
+
+    p = load("tiny-cartesian", dtype=torch.complex128, device=device)
+    q = load("tiny-cartesian")
+    for t in (p.kspace, p.ground_truth, p.maps):
+        assert t.dtype == torch.complex128 and t.device.type == device
     assert p.operator.dtype == torch.complex128
-    res = float((p.operator(p.ground_truth) - p.kspace).norm())
-    assert res > 0 and np.isfinite(res)
+    assert dot_test(p.operator) < 1e-12  # double precision (complex64 gives ~1e-7)
+    for a, b in ((p.kspace, q.kspace), (p.ground_truth, q.ground_truth), (p.maps, q.maps)):
+        assert float((a.cpu() - b.to(a.dtype)).norm() / b.norm()) < 1e-6
+    res = p.operator(p.ground_truth) - p.kspace
+    assert res.device.type == device
+    n = int(p.mask.sum()) * p.kspace.shape[-3]  # measured complex samples
+    expected = p.noise_std * math.sqrt(n)
+    assert abs(float(res.norm()) - expected) < 0.15 * expected
+    # the noise is independent of the signal: |corr| ~ 1/sqrt(n), 4 sigma allowed
+    signal = p.operator(p.ground_truth)
+    corr = abs(complex(torch.vdot(res.flatten(), signal.flatten()))) / float(res.norm() * signal.norm())
+    assert corr < 4 / math.sqrt(n)
 
 
 def test_bad_arguments():
