@@ -27,11 +27,14 @@ __all__ = ["MiniBatchProx", "MiniBatchState"]
 
 @dataclass
 class MiniBatchState(State):
-    """Blocks ``u`` ((P, d, c) or stacked (2P, d, c)), second moments, epoch count."""
+    """Blocks ``u`` ((P, d, c) or stacked (2P, d, c)), second moments, epoch count,
+    the rows ``perm`` left in this pass and the batches' generator ``gen``."""
 
     u: Any = None
     v2: Any = None
     epoch: int = 0
+    perm: Any = None
+    gen: Any = None
 
 
 class MiniBatchProx(Solver[MiniBatchState]):
@@ -78,14 +81,13 @@ class MiniBatchProx(Solver[MiniBatchState]):
             self.penalty = self.L / float(torch.linalg.matrix_norm(data.X, ord=2)) ** 2
         else:
             self.penalty = check_positive(penalty, "penalty")
-        self.gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        self._perm = torch.empty(0, dtype=torch.long)
+        self.seed = int(seed)
         self.prox = prox_group if (self.relu or data.c == 1) else prox_nuclear
 
-    def _batch(self) -> torch.Tensor:
-        if self._perm.numel() < self.batch_size:
-            self._perm = torch.randperm(self.program.data.n, generator=self.gen)
-        idx, self._perm = self._perm[: self.batch_size], self._perm[self.batch_size:]
+    def _batch(self, st: MiniBatchState) -> torch.Tensor:
+        if st.perm.numel() < self.batch_size:
+            st.perm = torch.randperm(self.program.data.n, generator=st.gen)
+        idx, st.perm = st.perm[: self.batch_size], st.perm[self.batch_size:]
         return idx.to(self.program.data.X.device)
 
     def init(self, x0: Any = None) -> MiniBatchState:
@@ -97,7 +99,8 @@ class MiniBatchProx(Solver[MiniBatchState]):
         else:
             u = p.data.check_blocks(x0, "x0").clone()
         v2 = torch.zeros(u.shape[0], 1, u.shape[2], dtype=u.dtype, device=u.device)
-        return MiniBatchState(x=self._x(u), u=u, v2=v2)
+        return MiniBatchState(x=self._x(u), u=u, v2=v2, perm=torch.empty(0, dtype=torch.long),
+                              gen=torch.Generator(device="cpu").manual_seed(self.seed))
 
     def _x(self, u: torch.Tensor):
         if self.relu:
@@ -125,7 +128,7 @@ class MiniBatchProx(Solver[MiniBatchState]):
         return scale * G
 
     def step(self, st: MiniBatchState) -> MiniBatchState:
-        g = self._grad(st.u, self._batch())
+        g = self._grad(st.u, self._batch(st))
         base = self.lr / (self.L * (1.0 + st.it / (self.decay * self.steps_per_epoch)))
         if self.beta2 > 0:
             st.v2 = self.beta2 * st.v2 + (1 - self.beta2) * g.pow(2).mean(dim=1, keepdim=True)

@@ -245,13 +245,17 @@ class ConvGatedReLU(CompositeProgram):
         stays optimal with those patterns added. ``n_fresh`` defaults to ``P``.
         """
         lam = self.dual_point(U)
+        return self.reg.dual_norm(self.fresh_operator(n_fresh, seed).adjoint(lam))
+
+    def fresh_operator(self, n_fresh: int | None, seed: int) -> PatternConv:
+        """The pattern operator of ``n_fresh`` (default ``P``) fresh random gates drawn
+        like this program's, on the same images (for the pattern checks)."""
         n = self.op.n_patterns if n_fresh is None else int(n_fresh)
         xp = self.op.x_padded
         gates = random_gates(n, self.n_channels_raw, self.kernel_size, bias=self.bias,
                              bias_scale=self.gate_bias_scale, seed=seed, dtype=self.dtype,
                              device=xp.device)
-        fresh = PatternConv(xp, pattern_masks(xp, gates), c_out=self.op.c_out)
-        return self.reg.dual_norm(fresh.adjoint(lam))
+        return PatternConv(xp, pattern_masks(xp, gates), c_out=self.op.c_out)
 
     # -- exports ----------------------------------------------------------------------
     def to_cvxpy(self, *, max_rows: int = CVXPY_MAX_ROWS, max_unknowns: int = CVXPY_MAX_UNKNOWNS):

@@ -29,7 +29,6 @@ import torch
 
 from convexrecon._checks import check_positive
 from convexrecon.errors import InputError
-from convexrecon.operators.conv import PatternConv, pattern_masks, random_gates
 from convexrecon.programs.base import Program
 from convexrecon.programs.duality import best_scale, scale_limit
 from convexrecon.programs.relu.blocks import FILTER_DIMS, group_norms
@@ -167,14 +166,8 @@ class ConvTwoLayerReLUCone(Program):
         :meth:`~convexrecon.programs.relu.TwoLayerReLU.pattern_check`: at most ``1``
         proves that no fresh pattern would enter.
         """
-        g = self.gated
         lam = self.Y - self.predict(x)
-        n = self.op.n_patterns if n_fresh is None else int(n_fresh)
-        xp = self.op.x_padded
-        gates = random_gates(n, g.n_channels_raw, g.kernel_size, bias=g.bias,
-                             bias_scale=g.gate_bias_scale, seed=seed, dtype=self.dtype,
-                             device=xp.device)
-        fresh = PatternConv(xp, pattern_masks(xp, gates), c_out=self.op.c_out)
+        fresh = self.gated.fresh_operator(n_fresh, seed)
         return float(_group_norms(fresh.adjoint(lam)).max()) / self.beta
 
     def recover_network(self, x, *, rtol: float = 1e-9) -> ReLUConvNet:
