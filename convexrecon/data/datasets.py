@@ -255,7 +255,10 @@ class SliceDataset(torch.utils.data.Dataset):
                 op_scale = noncartesian_scale(maps, traj)
             data_scale = op_scale * float(torch.quantile(grid.abs().reshape(-1).to(torch.float64),
                                                          DATA_PERCENTILE))
-        return Sample(target=x * (op_scale / data_scale), kspace=y / data_scale, maps=maps,
+            if not data_scale > 0:
+                raise InputError(f"sample {index} ({self.source.label(index)}): expected an image "
+                                 "with signal in more than 1% of the pixels")
+        return Sample(target=x * (op_scale / data_scale), kspace=y / data_scale, maps=maps.clone(),
                       mask=mask, traj=traj, index=index, op_scale=op_scale,
                       data_scale=data_scale, noise_std=std / data_scale,
                       label=self.source.label(index))
