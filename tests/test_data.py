@@ -137,6 +137,11 @@ def test_radial_operator(kind):
     rel = float((op(b.target) - b.kspace).norm() / b.kspace.norm())
     assert rel < 1e-4
     assert abs(power_method(op.N, batch=(6,), iters=100) - 1) < 0.03
+    # data scale: p99 of the unscaled operator's density-compensated gridding image
+    # of the scaled data is 1 / op_scale (registry rule)
+    grid = op.adjoint(b.kspace * b.dcf.unsqueeze(1)).abs().reshape(6, -1)
+    p99 = torch.quantile(grid.double(), 0.99, dim=1) * b.op_scale
+    np.testing.assert_allclose(p99.numpy(), 1.0 / b.op_scale.numpy(), rtol=1e-3)
     # one shared trajectory: one NonCartesianSense with batched maps
     fixed = _ds(trajectory=MaskSpec(kind, n_spokes=8, rotate=False), noise_rel=0.0)
     b2 = collate([fixed[i] for i in range(3)])

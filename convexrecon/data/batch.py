@@ -33,7 +33,8 @@ __all__ = ["Batch", "collate", "PerSample"]
 class Batch:
     """Samples stacked along a leading batch dimension ``B`` (fields as
     :class:`~convexrecon.data.Sample`; ``op_scale``, ``data_scale``, ``noise_std``
-    are float64 ``(B,)`` tensors, ``index`` int64 ``(B,)``, ``label`` a list)."""
+    are float64 ``(B,)`` tensors, ``index`` int64 ``(B,)``, ``label`` a list,
+    ``dcf`` ``(B, K)`` or None)."""
 
     target: torch.Tensor | None
     kspace: torch.Tensor
@@ -45,6 +46,7 @@ class Batch:
     data_scale: torch.Tensor
     noise_std: torch.Tensor
     label: list[str]
+    dcf: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.kspace.shape[0])
@@ -165,6 +167,7 @@ def collate(samples: Sequence) -> Batch:
             data_scale=torch.tensor([s.data_scale for s in samples], dtype=torch.float64),
             noise_std=torch.tensor([s.noise_std for s in samples], dtype=torch.float64),
             label=[s.label for s in samples],
+            dcf=_stack_opt([getattr(s, "dcf", None) for s in samples], "dcf"),
         )
     except RuntimeError as exc:  # torch.stack on different shapes
         raise InputError(f"samples: expected equal shapes in a batch ({exc})") from exc

@@ -61,6 +61,8 @@ class Sample:
         noise_std: standard deviation of the complex noise per measured sample of
             ``kspace``.
         label: the source slice (``"mni:z=94"``).
+        dcf: ``(K,)`` radial ramp density weights (the problems' ``meta["dcf"]``, used
+            for the data scale; ``A^H (dcf * y)`` is a gridding image), or None.
     """
 
     target: torch.Tensor | None
@@ -73,6 +75,7 @@ class Sample:
     data_scale: float
     noise_std: float
     label: str = ""
+    dcf: torch.Tensor | None = None
 
     def operator(self) -> Operator:
         """The scaled encoding operator of this sample: ``Sense`` (Cartesian) or
@@ -245,7 +248,8 @@ class SliceDataset(torch.utils.data.Dataset):
             y = clean + torch.from_numpy(noise).to(torch.complex64)
             if mask is not None:
                 y = y * mask
-            grid = op.adjoint(y if traj is None else y * _ramp_dcf(traj, side))
+            dcf = None if traj is None else _ramp_dcf(traj, side)
+            grid = op.adjoint(y if dcf is None else y * dcf)
             if not bool(grid.abs().amax() > 0):
                 raise InputError(f"sample {index} ({self.source.label(index)}): expected a nonzero "
                                  "image, got an empty one")
@@ -261,7 +265,7 @@ class SliceDataset(torch.utils.data.Dataset):
         return Sample(target=x * (op_scale / data_scale), kspace=y / data_scale, maps=maps.clone(),
                       mask=mask, traj=traj, index=index, op_scale=op_scale,
                       data_scale=data_scale, noise_std=std / data_scale,
-                      label=self.source.label(index))
+                      label=self.source.label(index), dcf=dcf)
 
 
 #: the simulation of each named problem that has one: (coils, MaskSpec, native size)
