@@ -12,8 +12,11 @@ SENSE and L1-wavelet magnitudes) for a visual check of aliasing.
 Usage::
 
     python benchmarks/quality.py --out /tmp/quality [--quick] [--threads 1]
+    python benchmarks/quality.py --peers [--no-bart] [--oracle] [--test-slices 2]
 
-Prints a markdown table.
+Prints a markdown table. ``--peers`` compares L1-wavelet with sigpy and BART (with
+and without random shifts) instead, with and without cycle spinning and with BART's
+wavelet, every lambda chosen on the train split (see ``benchmarks/_peers_l1.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import argparse
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from convexrecon import metrics, recon
@@ -98,14 +102,45 @@ def figure(out: Path, *, iters: int) -> Path:
     return path
 
 
+def peers_main(args) -> None:
+    """The ``--peers`` table: L1-wavelet against sigpy and BART."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _peers_l1 import ITERS, compare  # noqa: PLC0415
+
+    from convexrecon.perf import retain_freed_memory
+
+    retain_freed_memory()
+    grid = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # half decades around the scaled problems' optima
+    with_bart = not args.no_bart and shutil.which("bart") is not None
+    print(f"L1-wavelet vs peers: {ITERS} iterations, lambda grid {[f'{g:.2g}' for g in grid]}, "
+          f"test slices {args.test_slices}, bart: {shutil.which('bart') if with_bart else 'off'}")
+    rows = compare(grid=grid, n_test=args.test_slices, with_bart=with_bart, oracle=args.oracle,
+                   only=args.only.split(",") if args.only else None)
+    print("\n| problem | method | lam (train) | PSNR (dB) | SSIM | oracle lam | oracle PSNR |")
+    print("|---|---|---|---|---|---|---|")
+    for prob, m, lam, ps, ss, lo, po in rows:
+        print(f"| {prob} | {m} | {lam:.2g} | {ps:.2f} | {ss:.4f} | {lo:.2g} | {po:.2f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers", action="store_true", help="L1-wavelet vs sigpy and BART")
+    ap.add_argument("--no-bart", action="store_true", help="--peers without BART")
+    ap.add_argument("--oracle", action="store_true", help="--peers: also the best lambda on test")
+    ap.add_argument("--test-slices", type=int, default=2, help="--peers: test slices per problem")
+    ap.add_argument("--only", default="", help="--peers: comma-separated method names")
     ap.add_argument("--out", type=Path, default=Path("quality_out"), help="figure directory")
     ap.add_argument("--quick", action="store_true", help="fewer iterations and candidates")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    if args.peers:
+        peers_main(args)
+        return
     iters = 50 if args.quick else 100
     grid = (1e-3, 3e-3, 1e-2, 3e-2) if args.quick else DEFAULT_GRIDS["l1_wavelet"]
     n_slices = 1 if args.quick else 2

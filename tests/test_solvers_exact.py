@@ -404,3 +404,20 @@ def test_cycle_spinning_reports_the_unshifted_objective_and_batches_equal_single
     assert _rel(again.x, res.x) == 0.0  # seeded: reproducible
     with pytest.raises(InputError, match="cycle_spin"):
         FISTA(RegularizedLeastSquares(A, y, L1(0.1)), cycle_spin=0)
+
+
+@pytest.mark.parametrize("shift", [None, (3, 6)])
+def test_fused_shrink_equals_the_operator_path(shift):
+    """The pywt path thresholds in its planar layout; the torch backend goes through
+    W.forward / W.adjoint: same prox, same moduli, per-system thresholds too."""
+    x = crandn(2, H, W_, seed=5)
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64).reshape(2, 1, 1)
+    a, ma = Wavelet((H, W_), dtype=DT, backend="pywt").shrink(x, t, shift=shift)
+    b, mb = Wavelet((H, W_), dtype=DT, backend="torch").shrink(x, t, shift=shift)
+    assert _rel(a, b) < 1e-12 and _rel(ma, mb) < 1e-12
+    assert 0 < int((ma == 0).sum()) < ma.numel()
+    W = Wavelet((H, W_), dtype=DT)
+    roll = (lambda v, s: torch.roll(v, s, (-2, -1))) if shift else (lambda v, s: v)
+    c = W.forward(roll(x, shift))
+    expect = roll(W.adjoint(c * torch.clamp(1 - t / c.abs(), min=0)), tuple(-s for s in shift or ()))
+    assert _rel(a, expect) < 1e-12

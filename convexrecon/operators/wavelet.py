@@ -29,7 +29,7 @@ import numpy as np
 import pywt
 import torch
 
-from convexrecon._checks import check_choice, complex_dtype_of, real_dtype_of
+from convexrecon._checks import check_choice, check_trailing_shape, complex_dtype_of, real_dtype_of
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator
 from convexrecon.operators.fft import normalize_dims
@@ -159,9 +159,55 @@ class Wavelet(Operator):
     def _normal(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    # -- fused soft threshold (the prox of lam ||W x||_1) ---------------------------
+    def shrink(self, x: torch.Tensor, t, *, shift: Sequence[int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(S^-1 W^H soft(W S x, t), |soft(W S x, t)|)``: the complex soft threshold of
+        the coefficients in one pass, with ``S`` the circular shift by ``shift`` along
+        ``axes`` (``None``: none). ``t`` is a number or a tensor broadcast against
+        ``x``. Returns the image and the moduli of the new coefficients (a real tensor
+        of ``x``'s shape, for the L1 value).
+
+        On the pywt path the coefficients stay in pywt's planar (real, imaginary)
+        layout: no complex interleaving between the transforms, and the modulus is a
+        ``hypot`` of two contiguous planes.
+        """
+        check_trailing_shape(x, self.ishape, f"{self.name}.shrink input")
+        shift = tuple(int(v) for v in shift) if shift is not None and any(shift) else None
+        if shift is not None and len(shift) != len(self.axes):
+            raise InputError(f"shift: expected one shift per axis {self.axes}, got {shift}")
+        if (not x.is_complex() or not self._use_pywt(x)
+                or (torch.is_grad_enabled() and x.requires_grad)):
+            xs = torch.roll(x, shift, self.axes) if shift else x
+            c = self.forward(xs)
+            if c.untyped_storage().data_ptr() == xs.untyped_storage().data_ptr():
+                c = c.clone()
+            mag = c.abs()
+            new = (mag - t).clamp_min_(0.0)
+            out = self.adjoint(c * (new / mag.clamp_min_(torch.finfo(mag.dtype).tiny)))
+            return (torch.roll(out, tuple(-v for v in shift), self.axes) if shift else out), new
+        planar = torch.view_as_real(x.detach().resolve_conj().resolve_neg()).movedim(-1, 0)
+        if shift:
+            planar = torch.roll(planar, shift, self.axes)  # the layout copy, shifted
+        c = torch.from_numpy(self._pywt_forward(planar.contiguous().numpy()))
+        mag = torch.hypot(c[0], c[1])
+        new = (mag - t).clamp_min_(0.0)
+        c.mul_(new / mag.clamp_min_(torch.finfo(mag.dtype).tiny))
+        out = torch.from_numpy(self._pywt_inverse(c.numpy()))
+        if shift:
+            out = torch.roll(out, tuple(-v for v in shift), self.axes)
+        return torch.view_as_complex(out.movedim(0, -1).contiguous()), new
+
     # -- layout helpers -------------------------------------------------------------
     def _band(self, level: int, key: str) -> tuple:
-        """Index of band ``key`` (e.g. ``"ad"``) of ``level`` in the packed array."""
+        """Index of band ``key`` (e.g. ``"ad"``) of ``level`` in the packed array
+        (cached: the transforms ask for every band every call)."""
+        cache = self.__dict__.setdefault("_band_cache", {})
+        if (level, key) not in cache:
+            cache[level, key] = self._band_index(level, key)
+        return cache[level, key]
+
+    def _band_index(self, level: int, key: str) -> tuple:
         nd = -min(self.axes)
         idx: list = [slice(None)] * nd
         for a, n, ch in zip(self.axes, self._region[level], key):
@@ -170,9 +216,12 @@ class Wavelet(Operator):
         return (Ellipsis, *idx)
 
     def _keys(self) -> list[str]:
-        k = len(self.axes)
-        keys = [format(i, f"0{k}b").replace("0", "a").replace("1", "d") for i in range(2 ** k)]
-        return keys[1:]  # without the all-'a' approximation
+        keys = self.__dict__.get("_keys_cache")
+        if keys is None:
+            k = len(self.axes)
+            keys = [format(i, f"0{k}b").replace("0", "a").replace("1", "d") for i in range(2 ** k)]
+            keys = self.__dict__.setdefault("_keys_cache", keys[1:])  # without the all-'a' band
+        return keys
 
     # -- pywt backend ---------------------------------------------------------------
     def _pywt_apply(self, x: torch.Tensor, *, inverse: bool) -> torch.Tensor:

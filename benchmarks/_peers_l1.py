@@ -1,0 +1,143 @@
+"""L1-wavelet side by side with sigpy and BART on the named Cartesian problems.
+
+Used by ``benchmarks/quality.py --peers``. Every method gets the same scaled data
+``y`` and maps ``maps / op_scale`` (``lambda_max(A.N) = 1``; BART with ``-w 1`` so it
+does not rescale), 100 iterations, and its lambda chosen by PSNR on a slice of the
+``train`` split, never on the test slices. ``phantom32-cartesian-1d-4x`` is one scan
+with no train split: its lambdas come from the train split of
+``brain-sim-cartesian-1d-4x`` (the same 1-D 4x sampling, the same scaling). The
+oracle (best lambda on the test slices themselves) is printed beside, for reference
+only.
+
+Methods:
+
+- ``ours db4``: FISTA on ``L1WaveletProgram`` (orthogonal periodized db4, fixed grid);
+- ``ours db4 + shifts``: the same with cycle spinning (``cycle_spin``);
+- ``ours db2 (+ shifts)``: BART's wavelet (Daubechies with 4 taps, ``dau2``), periodized;
+- ``sigpy``: ``L1WaveletRecon`` (db4, zero padding, ``alpha = 1/1.01``);
+- ``bart``: ``bart pics -l1`` (``dau2``, symmetric extension, random shifts) and
+  ``bart -n`` (no random shifts).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from convexrecon import metrics, problems
+from convexrecon.io import read_cfl, write_cfl
+from convexrecon.operators.sense import Sense
+from convexrecon.operators.wavelet import Wavelet
+from convexrecon.programs.l1 import L1WaveletProgram
+from convexrecon.recon import wavelet_levels
+from convexrecon.solvers.fista import FISTA
+
+ITERS = 100
+LIPSCHITZ = 1.01
+PROBLEMS = ("brain-sim-cartesian-1d-4x", "phantom32-cartesian-1d-4x", "brain-sim-poisson-4x")
+TRAIN_FROM = {"phantom32-cartesian-1d-4x": "brain-sim-cartesian-1d-4x"}
+
+Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
+
+
+def _ours(wavelet: str, shifts: bool) -> Method:
+    def run(y, maps, mask, lam):
+        op = Sense(maps, mask, dtype=y.dtype)
+        levels = wavelet_levels(tuple(op.ishape), wavelet)
+        W = Wavelet(op.ishape, wavelet=wavelet, levels=levels, dtype=op.dtype)
+        prog = L1WaveletProgram(op, y, lam, W, lipschitz=LIPSCHITZ)
+        return FISTA(prog, max_iter=ITERS, check_every=0,
+                     cycle_spin=0 if shifts else None).run().x
+    return run
+
+
+def _sigpy(y, maps, mask, lam):
+    from sigpy.mri.app import L1WaveletRecon
+
+    app = L1WaveletRecon(y.numpy(), maps.numpy(), lam, weights=mask.numpy().astype(np.float32),
+                         wave_name="db4", max_iter=ITERS, alpha=1.0 / LIPSCHITZ, show_pbar=False)
+    return torch.from_numpy(np.asarray(app.run()))
+
+
+def _bart(no_shift: bool) -> Method:
+    def run(y, maps, mask, lam):
+        folder = Path(tempfile.mkdtemp(prefix="convexrecon-peers-"))
+        try:
+            to_bart = lambda t: t.permute(1, 2, 0)[:, :, None, :]  # noqa: E731  (C,H,W)->(X,Y,Z,C)
+            write_cfl(folder / "k", to_bart(y))
+            write_cfl(folder / "s", to_bart(maps))
+            cmd = [shutil.which("bart"), "pics", "-l1", "-r", f"{lam:g}", "-i", str(ITERS), "-w", "1"]
+            cmd += ["-n"] if no_shift else []
+            cmd += [str(folder / "k"), str(folder / "s"), str(folder / "x")]
+            subprocess.run(cmd, check=True, capture_output=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+            return read_cfl(folder / "x").reshape(y.shape[-2:])
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    return run
+
+
+def methods(with_bart: bool) -> dict[str, Method]:
+    out: dict[str, Method] = {
+        "ours db4": _ours("db4", False), "ours db4 + shifts": _ours("db4", True),
+        "ours db2": _ours("db2", False), "ours db2 + shifts": _ours("db2", True),
+        "sigpy db4": _sigpy,
+    }
+    if with_bart:
+        out["bart pics -l1"] = _bart(False)
+        out["bart pics -l1 -n"] = _bart(True)
+    return out
+
+
+def _slices(p):
+    maps = p.maps / p.op_scale
+    for i in range(p.kspace.shape[0]):
+        yield p.kspace[i], maps if maps.ndim == 3 else maps[i], p.mask[i], p.ground_truth[i]
+
+
+def _scores(fn: Method, p, lam: float) -> tuple[float, float]:
+    ps, ss = [], []
+    for y, maps, mask, ref in _slices(p):
+        x = fn(y, maps, mask, lam).to(ref.dtype)
+        ps.append(metrics.psnr(x, ref))
+        ss.append(metrics.ssim(x, ref))
+    return float(np.mean(ps)), float(np.mean(ss))
+
+
+def compare(*, grid, n_test: int, with_bart: bool, oracle: bool = False, only=None,
+            log=print) -> list[tuple]:
+    """Rows ``(problem, method, lam_train, psnr, ssim, lam_oracle, psnr_oracle)``
+    (the oracle columns are nan unless ``oracle``); ``only``: a subset of methods."""
+    rows = []
+    chosen: dict[tuple[str, str], float] = {}
+    ms = {k: v for k, v in methods(with_bart).items() if only is None or k in only}
+    for name in PROBLEMS:
+        src = TRAIN_FROM.get(name, name)
+        train = problems.load(src, split="train", n_slices=1, seed=1)
+        test = problems.load(name, split="test", n_slices=min(n_test, _max_test(name)), seed=0)
+        for mname, fn in ms.items():
+            key = (src, mname)
+            if key not in chosen:
+                chosen[key] = max(grid, key=lambda lam: _scores(fn, train, lam)[0])
+            lam = chosen[key]
+            psnr, ssim = _scores(fn, test, lam)
+            lam_o, psnr_o = float("nan"), float("nan")
+            if oracle:
+                table = {l_: _scores(fn, test, l_)[0] for l_ in grid}
+                lam_o = max(table, key=table.get)
+                psnr_o = table[lam_o]
+            rows.append((name, mname, lam, psnr, ssim, lam_o, psnr_o))
+            log(f"  {name} | {mname}: lam {lam:g} (train {src}) -> {psnr:.2f} dB, SSIM {ssim:.4f}"
+                + (f"; oracle lam {lam_o:g} -> {psnr_o:.2f} dB" if oracle else ""))
+    return rows
+
+
+def _max_test(name: str) -> int:
+    return 1 if name.startswith("phantom") else 1_000
