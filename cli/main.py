@@ -16,6 +16,7 @@ import typer
 from convexrecon.cli._errors import cli_errors
 from convexrecon.cli.demo_cmd import DEMO_EPILOG, demo
 from convexrecon.cli.info_cmd import INFO_EPILOG, info, problems
+from convexrecon.cli.layerwise_cmd import LAYERWISE_EPILOG, evaluate_cmd, train_layerwise_cmd
 from convexrecon.cli.recon_cmd import RECON_EPILOG, recon
 
 __all__ = ["app", "main"]
@@ -59,6 +60,8 @@ app.command("recon", epilog=RECON_EPILOG)(recon)
 app.command("demo", epilog=DEMO_EPILOG)(demo)
 app.command("info", epilog=INFO_EPILOG)(info)
 app.command("problems")(problems)
+app.command("train-layerwise", epilog=LAYERWISE_EPILOG)(train_layerwise_cmd)
+app.command("evaluate")(evaluate_cmd)
 
 
 @app.command("version")
