@@ -1,0 +1,212 @@
+"""The deep-equilibrium reconstructor: ``x = f(z*)`` with ``z* = f(z*)``.
+
+Forward: solve for ``z*`` without the tape (Picard, Anderson or Broyden from
+:mod:`convexrecon.fixedpoint`), put ``z*`` on the tape (``requires_grad_``) and take
+one step ``f(z*)`` with the tape on. Backward: the gradient ``g`` arriving at that
+step is replaced by the direction of the chosen mode (:mod:`.backward`): ``ift``,
+``jfb``, ``shine`` or ``shine-refine``; the tape of the one step then carries ``u``
+to the parameters. So the memory of training is that of one step of the map, plus
+Broyden's ``U, V`` for SHINE.
+
+Everything a call did is in ``model.last_info`` (:class:`DEQInfo`): the forward
+stats, the backward info (filled in during ``loss.backward()``), ``rho`` when
+measured, the Jacobian-regularisation term, and per-sample divergence flags.
+A warm start is passed as ``z0`` (see :mod:`.warmstart`); at inference there is no
+warm start: every call starts from the zero-filled image ``A^H y``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from convexrecon.errors import InputError
+from convexrecon.fixedpoint import SOLVERS, FixedPointStats
+from convexrecon.implicit.backward import BACKWARDS, BackwardInfo, backward_direction
+from convexrecon.implicit.maps import batch_dims_of
+from convexrecon.implicit.stabilize import estimate_rho, hutchinson_jac_fro2, jacobian_vjp
+from convexrecon.operators.base import Operator
+
+__all__ = ["DEQ", "DEQInfo"]
+
+
+@dataclass
+class DEQInfo:
+    """One DEQ call.
+
+    Attributes:
+        forward: the forward solve's :class:`FixedPointStats`.
+        forward_seconds: its wall-clock.
+        backward: the backward direction's :class:`BackwardInfo` (after ``backward()``).
+        rho: ``(*batch,)`` contraction estimate at ``z*`` (``monitor_rho`` or SHINE).
+        jac_fro2: ``(*batch,)`` Hutchinson estimate of ``||J_f(z*)||_F^2`` (on the
+            tape) when Jacobian regularisation is on.
+        dof: real unknowns per sample (``2 * prod(A.ishape)`` for complex images).
+    """
+
+    forward: FixedPointStats
+    forward_seconds: float = 0.0
+    backward: BackwardInfo | None = None
+    rho: torch.Tensor | None = None
+    jac_fro2: torch.Tensor | None = field(default=None, repr=False)
+    dof: int = 1
+
+    @property
+    def diverged(self) -> torch.Tensor:
+        """``(*batch,)`` bool: the forward (or the IFT solve) blew up, or ``rho >= 1``."""
+        flags = self.forward.diverged.clone()
+        rho = self.rho if self.rho is not None else (self.backward.rho if self.backward else None)
+        if rho is not None:
+            flags |= (rho.detach().cpu() >= 1.0) | ~torch.isfinite(rho.detach().cpu())
+        if self.backward is not None and self.backward.stats is not None:
+            flags |= self.backward.stats.diverged.reshape(flags.shape)
+        return flags
+
+    @property
+    def any_diverged(self) -> bool:
+        return bool(self.diverged.any())
+
+
+class _ImplicitGrad(torch.autograd.Function):
+    """Identity forward; backward replaces ``g`` by the backward mode's ``u``."""
+
+    @staticmethod
+    def forward(ctx, fz, handle):  # noqa: D102
+        ctx.handle = handle
+        return fz.clone()
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return ctx.handle(g), None
+
+
+class DEQ(nn.Module):
+    """A DEQ reconstructor ``forward(y, A, *, z0=None) -> x``.
+
+    Args:
+        fmap: the map (:class:`~convexrecon.implicit.maps.ProxGradMap` or
+            :class:`~convexrecon.implicit.maps.CGDCMap`).
+        solver: forward solver, ``"anderson"``, ``"broyden"`` or ``"picard"``.
+        backward: ``"ift"``, ``"jfb"``, ``"shine"`` or ``"shine-refine"``. SHINE modes
+            need ``solver="broyden"``.
+        max_iter, tol: forward iterations and relative tolerance.
+        solver_options: extra keywords of the forward solver (``memory``, ``beta``...).
+        backward_solver, backward_max_iter, backward_tol: the IFT solve.
+        refine_iter: iterations of ``shine-refine``.
+        shine_threshold: a fixed SHINE fallback factor ``c``; ``None`` (default) sets it
+            per sample from a measured ``rho``.
+        rho_iters: power iterations of the ``rho`` estimate.
+        monitor_rho: measure ``rho`` in every training call (divergence detection).
+        jac_reg: weight of the Jacobian regulariser (:meth:`extra_loss`); 0 is off.
+        jac_probes: Hutchinson probes per call.
+        divergence: blow-up factor of the forward residual that counts as divergence.
+    """
+
+    def __init__(self, fmap: nn.Module, *, solver: str = "anderson", backward: str = "ift",
+                 max_iter: int = 30, tol: float = 1e-3, solver_options: dict[str, Any] | None = None,
+                 backward_solver: str = "anderson", backward_max_iter: int = 50,
+                 backward_tol: float = 1e-6, refine_iter: int = 5,
+                 shine_threshold: float | None = None, rho_iters: int = 5,
+                 monitor_rho: bool = False, jac_reg: float = 0.0, jac_probes: int = 1,
+                 divergence: float = 1e4) -> None:
+        super().__init__()
+        if not hasattr(fmap, "bind") or not hasattr(fmap, "init"):
+            raise InputError(f"fmap: expected a DEQ map with bind(y, A) and init(y, A), got "
+                             f"{type(fmap).__name__}")
+        for name, value in (("solver", solver), ("backward_solver", backward_solver)):
+            if value not in SOLVERS:
+                raise InputError(f"{name}: expected one of {', '.join(map(repr, SOLVERS))}, got {value!r}")
+        self.fmap = fmap
+        self.solver = solver
+        self.backward = backward
+        self.max_iter, self.tol = int(max_iter), float(tol)
+        self.solver_options = dict(solver_options or {})
+        self.backward_solver = backward_solver
+        self.backward_max_iter, self.backward_tol = int(backward_max_iter), float(backward_tol)
+        self.refine_iter = int(refine_iter)
+        self.shine_threshold = shine_threshold
+        self.rho_iters = int(rho_iters)
+        self.monitor_rho = bool(monitor_rho)
+        if not float(jac_reg) >= 0:
+            raise InputError(f"jac_reg: expected a weight >= 0, got {jac_reg!r}")
+        self.jac_reg, self.jac_probes = float(jac_reg), int(jac_probes)
+        self.divergence = float(divergence)
+        self.last_info: DEQInfo | None = None
+        self.check_modes()
+
+    def check_modes(self) -> None:
+        """Validate ``solver`` and ``backward`` (they may be reassigned between calls)."""
+        if self.solver not in SOLVERS:
+            raise InputError(f"solver: expected one of {', '.join(map(repr, SOLVERS))}, got {self.solver!r}")
+        if self.backward not in BACKWARDS:
+            raise InputError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, "
+                             f"got {self.backward!r}")
+        if self.backward in ("shine", "shine-refine") and self.solver != "broyden":
+            raise InputError(f"backward={self.backward!r} needs solver='broyden' (SHINE reuses the "
+                             f"forward Broyden's inverse-Jacobian estimate), got solver={self.solver!r}")
+
+    # -- the call ---------------------------------------------------------------
+    def solve(self, y: torch.Tensor, A: Operator, *, z0: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, FixedPointStats, float]:
+        """The forward fixed point ``z*`` (no tape), its stats and wall-clock."""
+        nb = batch_dims_of(y, A)
+        f = self.fmap.bind(y, A)
+        start = self.fmap.init(y, A) if z0 is None else z0
+        expect = tuple(y.shape[:nb]) + tuple(A.ishape)
+        if tuple(start.shape) != expect:
+            raise InputError(f"z0: expected shape {expect}, got {tuple(start.shape)}")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            zs, stats = SOLVERS[self.solver](f, start.detach(), max_iter=self.max_iter, tol=self.tol,
+                                             stop="rel", batch_dims=nb, divergence=self.divergence,
+                                             **self.solver_options)
+        return zs, stats, time.perf_counter() - t0
+
+    def forward(self, y: torch.Tensor, A: Operator, *, z0: torch.Tensor | None = None) -> torch.Tensor:
+        self.check_modes()
+        nb = batch_dims_of(y, A)
+        zs, stats, secs = self.solve(y, A, z0=z0)
+        dof = 1
+        for s_ in A.ishape:
+            dof *= int(s_)
+        info = DEQInfo(forward=stats, forward_seconds=secs, dof=dof * (2 if zs.is_complex() else 1))
+        self.last_info = info
+        f = self.fmap.bind(y, A)
+        if not torch.is_grad_enabled():
+            return f(zs)
+        mode = self.backward
+        tape_z = mode != "jfb" or self.monitor_rho or self.jac_reg > 0
+        zt = zs.detach().requires_grad_(tape_z)
+        fz = f(zt)
+        vjp = jacobian_vjp(fz, zt) if tape_z else None
+        if self.monitor_rho:
+            info.rho = estimate_rho(vjp, zt, iters=self.rho_iters, batch_dims=nb)
+        if self.jac_reg > 0:
+            info.jac_fro2 = hutchinson_jac_fro2(fz, zt, probes=self.jac_probes, batch_dims=nb)
+        binv = stats.inverse_jacobian
+
+        def handle(g: torch.Tensor) -> torch.Tensor:
+            u, binfo = backward_direction(
+                mode, vjp=vjp, g=g, binv=binv, batch_dims=nb, solver=self.backward_solver,
+                max_iter=self.backward_max_iter, tol=self.backward_tol,
+                refine_iter=self.refine_iter, threshold=self.shine_threshold,
+                rho_iters=self.rho_iters)
+            info.backward = binfo
+            return u
+
+        return _ImplicitGrad.apply(fz, handle)
+
+    def extra_loss(self) -> torch.Tensor | float:
+        """``jac_reg * mean ||J_f||_F^2 / d`` of the last call (0 without JR).
+
+        The estimate is divided by the number of real unknowns per sample ``d``, so
+        one weight means the same at every image size.
+        """
+        info = self.last_info
+        if info is None or info.jac_fro2 is None or self.jac_reg == 0:
+            return 0.0
+        return self.jac_reg * info.jac_fro2.mean() / info.dof
