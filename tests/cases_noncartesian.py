@@ -5,8 +5,7 @@ The Toeplitz normal operator is not exactly ``adjoint(forward(x))``: both sides 
 approximations of the exact NUDFT (torchkbnufft: Kaiser-Bessel table, width 6,
 oversampling 2; FINUFFT: its tolerance), and they agree to about 1e-5 relative
 here. The cases state ``normal_rtol=1e-3``, the NUFFT's accuracy, not machine
-precision. The FINUFFT cases use the Toeplitz normal too, unless the name says
-``direct`` (normal = adjoint(forward), FINUFFT's default).
+precision. The ``direct`` case has ``toeplitz=False`` (normal = adjoint(forward)).
 """
 
 import math

@@ -19,6 +19,9 @@ BACKENDS = ["finufft", "torchkbnufft"]
 # stated accuracy against the exact NUDFT (complex128): FINUFFT's default eps=1e-12,
 # torchkbnufft's width-6 Kaiser-Bessel table on a 2x grid
 NUDFT_RTOL = {"finufft": 1e-9, "torchkbnufft": 2e-3}
+# complex64 against complex128: FINUFFT's single precision default eps=1e-4 (an
+# error of about 1e-4 against the exact NUDFT); torchkbnufft's rounding only
+C64_RTOL = {"finufft": 5e-4, "torchkbnufft": 1e-5}
 
 
 def _rel(a, b):
@@ -97,7 +100,7 @@ def test_complex64_close_to_complex128(backend):
     y64 = NUFFT(traj.float(), (8, 8), backend=backend)(x.to(torch.complex64))
     y128 = NUFFT(traj, (8, 8), backend=backend, dtype=C128)(x)
     assert y64.dtype == torch.complex64
-    assert _rel(y64.to(C128), y128) < 1e-5
+    assert _rel(y64.to(C128), y128) < C64_RTOL[backend]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -155,7 +158,7 @@ def test_to_complex128(backend):
     assert op.kernel.dtype == torch.float32 and op._impl is not op2._impl  # original untouched
     x = _crand(8, 8, seed=11)
     assert op2(x).dtype == C128 and op2.normal(x).dtype == C128
-    assert _rel(op2(x), op(x.to(torch.complex64)).to(C128)) < 1e-5
+    assert _rel(op2(x), op(x.to(torch.complex64)).to(C128)) < C64_RTOL[backend]
     assert op.to(dtype=torch.complex64)(x.to(torch.complex64)).dtype == torch.complex64
 
 
@@ -370,8 +373,8 @@ def test_backend_selection_and_errors():
     traj = _traj(10)
     assert NUFFT(traj, (4, 4)).backend == "finufft"  # the default on the CPU
     assert NUFFT(traj, (4, 4), backend="torchkbnufft").backend == "torchkbnufft"
-    assert NUFFT(traj, (4, 4)).kernel is None  # measured faster than Toeplitz with FINUFFT
-    assert NUFFT(traj, (4, 4), backend="torchkbnufft").kernel is not None
+    assert NUFFT(traj, (4, 4)).kernel is not None  # Toeplitz: measured as fast or faster
+    assert NUFFT(traj, (4, 4), toeplitz=False).kernel is None
     with pytest.raises(InputError, match="backend"):
         NUFFT(traj, (4, 4), backend="sigpy")
     with pytest.raises(InputError, match="eps"):

@@ -109,3 +109,28 @@ def test_autograd_apply_gradcheck(name):
     assert torch.autograd.gradcheck(op.autograd_apply, (x,), fast_mode=True)
     xb = _rand((*CASES[name].batch, *op.ishape), op.dtype, 8).requires_grad_(True)
     assert torch.autograd.gradcheck(op.autograd_apply, (xb,), fast_mode=True)
+
+
+_PRECISION = {torch.float32: 32, torch.complex64: 32, torch.float64: 64, torch.complex128: 64}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dtype_rule(name):
+    """One dtype rule for every operator: an input of the operator's precision
+    (complex, or real with zero imaginary part) is accepted and the output keeps
+    that precision; an input of the other precision raises InputError naming the
+    expected dtype (no silent cast up or down), for forward, adjoint, normal and
+    autograd_apply."""
+    from convexrecon.errors import InputError
+
+    for dtype, other in ((torch.complex64, torch.complex128), (torch.complex128, torch.complex64)):
+        op = CASES[name].factory(dtype)
+        x, y = _rand(op.ishape, dtype, 6), _rand(op.oshape, dtype, 7)
+        for fn, v in ((op.forward, x), (op.adjoint, y), (op.normal, x), (op.N, x), (op.H, y),
+                      (op.autograd_apply, x)):
+            assert _PRECISION[fn(v).dtype] == _PRECISION[dtype]
+            assert _PRECISION[fn(v.real).dtype] == _PRECISION[dtype]
+            with pytest.raises(InputError, match=str(dtype)):
+                fn(v.to(other))
+            with pytest.raises(InputError, match="dtype"):
+                fn(v.real.to(torch.float16))

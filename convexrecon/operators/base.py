@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 Shape = tuple[int, ...]
+# precision class of each float and complex dtype (the dtype rule of Operator.forward)
+_PRECISION = {torch.float32: 32, torch.complex64: 32, torch.float64: 64, torch.complex128: 64}
 
 
 def prod(shape: Sequence[int]) -> int:
@@ -72,20 +74,35 @@ class Operator:
     def _normal(self, x: torch.Tensor) -> torch.Tensor:
         return self._adjoint(self._forward(x))
 
-    # -- public, shape-checked ------------------------------------------------------
+    # -- public, shape- and dtype-checked ----------------------------------------------
+    # The dtype rule, the same for every operator: an input must have the operator's
+    # precision (float32/complex64 or float64/complex128; a real input is taken as the
+    # complex vector with zero imaginary part). Anything else raises InputError: no
+    # operator silently casts up or down. Change the precision with ``op.to(dtype=...)``.
+    def _check_input(self, x: torch.Tensor, shape: Shape, what: str) -> None:
+        check_trailing_shape(x, shape, f"{self.name}.{what} input")
+        if not (x.is_floating_point() or x.is_complex()) or x.dtype not in _PRECISION \
+                or _PRECISION[x.dtype] != _PRECISION.get(self.dtype):
+            raise InputError(
+                f"{self.name}.{what} input: expected dtype {self.dtype} (or its real "
+                f"counterpart {real_dtype_of(self.dtype) if self.dtype in _PRECISION else '-'}), "
+                f"got {x.dtype}; convert the input with x.to({self.dtype}) or the operator "
+                f"with op.to(dtype={x.dtype})"
+            )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the operator to ``x`` of shape ``(*batch, *ishape)``."""
-        check_trailing_shape(x, self.ishape, f"{self.name}.forward input")
+        self._check_input(x, self.ishape, "forward")
         return self._forward(x)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """Apply the adjoint to ``y`` of shape ``(*batch, *oshape)``."""
-        check_trailing_shape(y, self.oshape, f"{self.name}.adjoint input")
+        self._check_input(y, self.oshape, "adjoint")
         return self._adjoint(y)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``A^H A`` to ``x`` (specialised where cheaper)."""
-        check_trailing_shape(x, self.ishape, f"{self.name}.normal input")
+        self._check_input(x, self.ishape, "normal")
         return self._normal(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +115,7 @@ class Operator:
         intermediate activations are stored and double backward works. Gradients
         flow to ``x`` only, not to tensors held by the operator.
         """
-        check_trailing_shape(x, self.ishape, f"{self.name}.autograd_apply input")
+        self._check_input(x, self.ishape, "autograd_apply")
         return _LinearFunction.apply(x, self)
 
     # -- algebra ------------------------------------------------------------------
@@ -428,8 +445,20 @@ class Dense(Operator):
         super().__init__((matrix.shape[1],), (matrix.shape[0],), dtype=matrix.dtype)
         self.matrix = matrix
 
+    def _pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # same precision (the dtype rule); a real side is promoted to the complex one
+        m = self.matrix
+        if x.dtype != m.dtype:
+            if x.is_complex():
+                m = m.to(x.dtype)
+            else:
+                x = x.to(m.dtype)
+        return x, m
+
     def _forward(self, x):
-        return x @ self.matrix.T
+        x, m = self._pair(x)
+        return x @ m.T
 
     def _adjoint(self, y):
-        return y @ self.matrix.conj()
+        y, m = self._pair(y)
+        return y @ m.conj()

@@ -10,7 +10,8 @@ factor ``1/sqrt(prod(im_size))`` is applied here.
 
 Plans
 -----
-A FINUFFT plan fixes the trajectory, the precision, the number of threads and the
+A FINUFFT plan fixes the trajectory, the precision, the tolerance and grid
+oversampling (:func:`default_upsampfac`), the number of threads and the
 number of transforms per call (``n_trans``). :class:`FinufftBackend` keeps a small
 cache of plans keyed by ``(n_trans, dtype, threads)``; the trajectory is the
 backend's own. Threads follow :func:`torch.get_num_threads` at call time, so a
@@ -34,7 +35,7 @@ import torch
 
 from convexrecon.errors import InputError
 
-__all__ = ["FinufftBackend", "finufft_available", "default_eps"]
+__all__ = ["FinufftBackend", "finufft_available", "default_eps", "default_upsampfac"]
 
 MAX_PLANS = 4  # plans kept per backend (distinct batch sizes / precisions / threads)
 
@@ -49,8 +50,20 @@ def finufft_available() -> bool:
 
 
 def default_eps(dtype: torch.dtype) -> float:
-    """Default FINUFFT tolerance: 1e-6 in single, 1e-12 in double precision."""
-    return 1e-12 if dtype == torch.complex128 else 1e-6
+    """Default FINUFFT tolerance: 1e-4 in single precision (measured error about 8e-5
+    against the exact NUDFT; single precision itself floors near 1e-5), 1e-12 in
+    double precision."""
+    return 1e-12 if dtype == torch.complex128 else 1e-4
+
+
+def default_upsampfac(dtype: torch.dtype, eps: float) -> float:
+    """FINUFFT's grid oversampling: 1.25 where its kernel reaches ``eps`` without
+    clipping (``eps >= 1e-4`` in single, ``>= 1e-9`` in double precision), else 2.
+
+    The smaller grid was 4 to 5x faster for 8 coils of 256x256 through 64 x 512
+    radial samples (one thread), at an error of 8e-5 instead of 6e-5 for eps=1e-4.
+    """
+    return 1.25 if eps >= (1e-9 if dtype == torch.complex128 else 1e-4) else 2.0
 
 
 def _np_complex(dtype: torch.dtype) -> str:
@@ -114,7 +127,7 @@ class FinufftBackend:
         plan = self._plans.get(key)
         if plan is None:
             plan = finufft.Plan(2, self.im_size, n_trans=n_trans, eps=self.eps, dtype=cdt,
-                                nthreads=threads)
+                                nthreads=threads, upsampfac=default_upsampfac(dtype, self.eps))
             plan.setpts(*self._pts[cdt])
             self._plans[key] = plan
             while len(self._plans) > MAX_PLANS:
@@ -159,7 +172,8 @@ class FinufftBackend:
         w = np.ones(self.n_points) if weights is None else weights.detach().double().cpu().numpy()
         big = tuple(2 * n for n in self.im_size)
         plan = finufft.Plan(1, big, n_trans=1, eps=self.eps, dtype=cdt,
-                            nthreads=max(int(torch.get_num_threads()), 1))
+                            nthreads=max(int(torch.get_num_threads()), 1),
+                            upsampfac=default_upsampfac(dtype, self.eps))
         plan.setpts(*self._pts[cdt])
         psf = plan.execute(w.astype(cdt)) * (self._scale ** 2)
         kern = np.fft.fftn(np.fft.ifftshift(psf))
