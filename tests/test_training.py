@@ -156,9 +156,13 @@ def test_sigint_checkpoints_at_the_step_and_resume_is_exact(tmp_path):
     model, history = T.train(tmp_path / "int", resume=True)
     assert _same_weights(model, ref_model) and history.step_loss == ref_history.step_loss
     assert _losses(tmp_path / "int") == _losses(tmp_path / "ref")
-    # a finished run resumes to a no-op; more epochs continue it
+    # a finished run resumes to a no-op
     again, h2 = T.train(tmp_path / "int", resume=True)
     assert _same_weights(again, ref_model) and len(h2.epochs) == 3
+    # a run stopped between epochs continues with more epochs, also exactly
+    T.train(tmp_path / "short", epochs=1)
+    longer, h3 = T.train(tmp_path / "short", epochs=3, resume=True)
+    assert h3.resumed_from_step == 6 and _same_weights(longer, ref_model) and h3.step_loss == ref_history.step_loss
 
 
 def test_resume_guards(tmp_path):
@@ -200,6 +204,13 @@ def test_hook_can_skip_a_batch_without_an_optimiser_step(tmp_path):
     assert not torch.equal(hooks.weights[4], hooks.weights[3])
     assert int(opt.state[next(iter(model.parameters()))]["step"]) == 5
     assert json.loads((tmp_path / "metrics.json").read_text())["step_loss"][3] is None
+    # an epoch where every batch diverges: weights untouched, metrics.json still valid JSON
+    hooks.reject, before = None, [p.detach().clone() for p in model.parameters()]
+    hooks.accept = lambda loss, *, epoch, step: False
+    history = fit(model, loss_fn=T.loss_fn, dataset=T.TinyData(), optimizer=opt, epochs=2, out_dir=tmp_path,
+                  batch_size=4, progress=False, hooks=hooks, resume=True)
+    assert history.epochs[1]["skipped"] == 6 and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"][1]["train_loss"] is None
 
 
 def test_loss_extras_validation_and_tensorboard(tmp_path):
@@ -250,6 +261,18 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         assert e_ddp["train_loss"] == pytest.approx(e_one["train_loss"], rel=1e-5)
     ck = load_checkpoint(tmp_path / "ddp" / CHECKPOINT_NAME)
     assert ck["config"]["world_size"] == 2 and len(ck["per_rank"]) == 2
+
+
+@pytest.mark.distributed
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+           str(HERE / "training_tiny.py"), str(tmp_path / "ddp"), "--plain-global-batch", "8"]
+    subprocess.run(cmd, env=env, check=True, timeout=600, capture_output=True)
+    T.train_plain(tmp_path / "single", batch_size=8)
+    for a, b in zip(load_model(tmp_path / "ddp" / CHECKPOINT_NAME).state_dict().values(),
+                    load_model(tmp_path / "single" / CHECKPOINT_NAME).state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_distributed_helpers_in_a_single_process():

@@ -2,7 +2,8 @@
 
 ``python tests/training_tiny.py OUT [--resume] [--delay S]`` trains the tiny model into
 OUT (sleeping S seconds per step so that a test can kill it mid-run) and touches
-``OUT/done`` when it finishes.
+``OUT/done`` when it finishes. ``torchrun --nproc_per_node 2 tests/training_tiny.py OUT
+--plain-global-batch 8`` runs the deterministic run under torchrun.
 """
 
 from __future__ import annotations
@@ -147,6 +148,16 @@ if __name__ == "__main__":
     parser.add_argument("out")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--delay", type=float, default=0.0)
+    parser.add_argument("--plain-global-batch", type=int, default=0, help="run train_plain (under torchrun)")
     args = parser.parse_args()
-    train(args.out, resume=args.resume, delay=args.delay)
+    if args.plain_global_batch:
+        from convexrecon.training import distributed as D
+
+        info = D.init_from_env()
+        try:
+            train_plain(args.out, batch_size=args.plain_global_batch // info.world_size)
+        finally:
+            D.cleanup()
+    else:
+        train(args.out, resume=args.resume, delay=args.delay)
     (Path(args.out) / "done").touch()

@@ -98,8 +98,13 @@ class History:
     resumed_from_step: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        finite = [v if math.isfinite(v) else None for v in self.step_loss]
-        return {"epochs": self.epochs, "step_loss": finite, "steps": len(self.step_loss)}
+        """JSON-ready copy; non-finite numbers become ``null``."""
+        return {"epochs": [{k: _finite(v) for k, v in e.items()} for e in self.epochs],
+                "step_loss": [_finite(v) for v in self.step_loss], "steps": len(self.step_loss)}  # fmt: skip
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 @dataclass
@@ -320,7 +325,7 @@ def fit(
                 if hasattr(dataset, "set_epoch"):
                     dataset.set_epoch(epoch)
                 order = list(iter(sampler))
-                if saved_order is not None:
+                if saved_order:  # empty: the checkpoint was taken between epochs
                     if saved_order != order:
                         raise InputError(f"fit: checkpoint {str(ckpt_path)!r}: data order differs from this dataset's")
                     saved_order = None
@@ -366,11 +371,11 @@ def fit(
                 history.epochs.append(metrics)
                 if writer is not None:
                     for key, value in metrics.items():
-                        if key not in ("epoch", "step", "time_s") and math.isfinite(value):
+                        if key not in ("epoch", "step", "time_s") and _finite(value) is not None:
                             writer.add_scalar(f"epoch/{key}", value, global_step)
                     writer.flush()
                 bar.end_epoch(metrics)
-                epoch, step_in_epoch, acc = epoch + 1, 0, _Acc()
+                epoch, step_in_epoch, acc, order = epoch + 1, 0, _Acc(), []  # next epoch: nothing done yet
                 save()
     finally:
         if old_handler is not None:
@@ -435,8 +440,6 @@ def _epoch_metrics(acc: _Acc, epoch: int, global_step: int, optimizer: torch.opt
     }
     for key, (s, c) in sorted(acc.extra.items()):
         metrics[f"train_{key}"] = s / c if c else float("nan")
-    if not math.isfinite(metrics["train_loss"]):
-        metrics["train_loss"] = None  # type: ignore[assignment]
     return metrics
 
 
