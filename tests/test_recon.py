@@ -110,9 +110,11 @@ def test_batch_equals_per_slice_and_numpy_input():
     masks = torch.stack([sampling.poisson_disc((32, 32), 3, calib=(8, 8), seed=s) for s in (0, 1)])
     ksp = _kspace(imgs, maps) * masks.unsqueeze(-3)
     # lam 0.02, 30 iterations: the slices restart their momentum at different
-    # iterations (a global restart test differs here by ~1e-3); with tol the two
-    # slices also stop at different checks
-    for opts in (dict(lam=0.02, max_iter=30), dict(lam=0.02, max_iter=200, tol=1e-3)):
+    # iterations (a global restart test differs here by ~1e-3); with tol (on the fixed
+    # transform: cycle-spun runs do not reach it) the slices stop at different checks;
+    # cycle spinning (the default) draws the same seeded shifts for every slice
+    for opts in (dict(lam=0.02, max_iter=30), dict(lam=0.02, max_iter=30, cycle_spin=False),
+                 dict(lam=0.02, max_iter=200, tol=1e-3, cycle_spin=False)):
         both = recon.l1_wavelet(ksp, maps, masks, **opts)
         assert both.shape == (2, 32, 32)
         stops = []
@@ -243,3 +245,14 @@ def test_default_espirit_maps(sim):
     zf = metrics.rss(ksp, kspace=True)
     # maps are defined up to a phase: compare magnitudes
     assert metrics.psnr(x.abs(), img.abs()) > metrics.psnr(zf, img.abs()) + 1.5
+
+
+def test_cycle_spin_option(sim):
+    img, maps, mask, ksp = sim
+    spun = recon.l1_wavelet(ksp, maps, mask, lam=0.005, max_iter=20)
+    fixed = recon.l1_wavelet(ksp, maps, mask, lam=0.005, max_iter=20, cycle_spin=False)
+    assert float((spun - fixed).norm() / fixed.norm()) > 1e-3  # the default shifts the grid
+    again = recon.l1_wavelet(ksp, maps, mask, lam=0.005, max_iter=20)
+    assert torch.equal(spun, again)  # seeded
+    with pytest.raises(InputError, match="cycle_spin"):
+        recon.l1_wavelet(ksp, maps, mask, cycle_spin="yes")

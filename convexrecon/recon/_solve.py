@@ -76,14 +76,16 @@ def _run(solver, max_iter: int, x0, callback):
     return solver.run(x0, callback=hook)
 
 
-def _l1_wavelet(op, y, lam, *, max_iter, tol, x0, callback, wavelet, levels, check_every):
+def _l1_wavelet(op, y, lam, *, max_iter, tol, x0, callback, wavelet, levels, check_every,
+                cycle_spin=None):
     from convexrecon.programs.l1 import L1WaveletProgram
     from convexrecon.solvers.fista import FISTA
 
     W = make_wavelet(op.ishape, wavelet=wavelet, levels=levels, dtype=op.dtype)
     prog = L1WaveletProgram(op, y, lam, W, lipschitz=_LIPSCHITZ)
     slices = prog.smooth.aty.ndim - len(op.ishape)  # every slice is its own system
-    solver = FISTA(prog, max_iter=max_iter, tol=tol, check_every=check_every, batch_dims=slices)
+    solver = FISTA(prog, max_iter=max_iter, tol=tol, check_every=check_every, batch_dims=slices,
+                   cycle_spin=cycle_spin)
     return _run(solver, max_iter, x0, callback).x
 
 

@@ -80,7 +80,8 @@ def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
                lam: float | str = DEFAULT_LAM, max_iter: int = 100, wavelet: str = "db4",
                levels: int | None = None, tol: float = 0.0, im_size: Sequence[int] | None = None,
                device: torch.device | str | None = None,
-               callback: Callable[[Progress], Any] | None = None, seed: int = 0) -> torch.Tensor:
+               callback: Callable[[Progress], Any] | None = None, seed: int = 0,
+               cycle_spin: bool = True) -> torch.Tensor:
     """L1-wavelet reconstruction ``min_x 1/2 ||A_s x - y_s||^2 + lam ||W x||_1`` by FISTA.
 
     ``W`` is the orthogonal (periodized) wavelet transform. Images whose sides do not
@@ -100,7 +101,16 @@ def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
         im_size: image size for non-Cartesian data without maps.
         device: where to compute (default: the device of ``kspace``).
         callback: called with a :class:`Progress` after every iteration.
-        seed: seed of the held-out samples when ``lam == "auto"``.
+        seed: seed of the held-out samples when ``lam == "auto"``, and of the wavelet
+            shifts.
+        cycle_spin: shift the wavelet grid at random every iteration (as BART's
+            ``pics`` does; +1.7 dB on 1-D Cartesian sampling, see
+            docs/BENCHMARKS.md). Every slice draws the same seeded sequence, so a
+            batch still equals its slices one by one. The objective, the certificate
+            and ``tol`` then refer to the unshifted ``lam ||W x||_1``, which the
+            shifted iteration does not minimise exactly: expect it to run to
+            ``max_iter``. ``False``: the fixed transform (FISTA converges to the
+            minimiser of that objective).
 
     Returns:
         The complex image ``(*batch, H, W)`` at the scale of the input.
@@ -111,7 +121,9 @@ def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
     scaled = prepare(kspace, maps, mask_or_traj, im_size=im_size, device=device,
                      multiple=lambda size: 2 ** wavelet_levels(size, wavelet, levels))
     nlev = wavelet_levels(scaled.data.im_size, wavelet, levels)
-    opts = {"wavelet": wavelet, "levels": nlev}
+    if not isinstance(cycle_spin, bool):
+        raise InputError(f"cycle_spin: expected True or False, got {cycle_spin!r}")
+    opts = {"wavelet": wavelet, "levels": nlev, "cycle_spin": seed if cycle_spin else None}
     lam = _resolve(lam, scaled, "l1_wavelet", max_iter=max_iter, seed=seed, opts=opts)
     x = solve("l1_wavelet", scaled.op, scaled.y, lam, max_iter=max_iter, tol=tol,
               callback=callback, check_every=10 if tol > 0 else 0, **opts)
