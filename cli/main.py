@@ -18,6 +18,7 @@ from convexrecon.cli.demo_cmd import DEMO_EPILOG, demo
 from convexrecon.cli.info_cmd import INFO_EPILOG, info, problems
 from convexrecon.cli.layerwise_cmd import LAYERWISE_EPILOG, evaluate_cmd, train_layerwise_cmd
 from convexrecon.cli.recon_cmd import RECON_EPILOG, recon
+from convexrecon.cli.deq_cmd import TRAIN_DEQ_EPILOG, TRAIN_UNROLLED_EPILOG, train_deq, train_unrolled
 
 __all__ = ["app", "main"]
 
@@ -60,6 +61,8 @@ app.command("recon", epilog=RECON_EPILOG)(recon)
 app.command("demo", epilog=DEMO_EPILOG)(demo)
 app.command("info", epilog=INFO_EPILOG)(info)
 app.command("problems")(problems)
+app.command("train-deq", epilog=TRAIN_DEQ_EPILOG)(train_deq)
+app.command("train-unrolled", epilog=TRAIN_UNROLLED_EPILOG)(train_unrolled)
 app.command("train-layerwise", epilog=LAYERWISE_EPILOG)(train_layerwise_cmd)
 app.command("evaluate")(evaluate_cmd)
 
