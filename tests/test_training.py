@@ -266,9 +266,9 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
 @pytest.mark.distributed
 def test_torchrun_two_processes_match_one_process(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "training_tiny.py"), str(tmp_path / "ddp"), "--plain-global-batch", "8"]
-    subprocess.run(cmd, env=env, check=True, timeout=600, capture_output=True)
+    subprocess.run(cmd, env=env, check=True, timeout=300, capture_output=True)
     T.train_plain(tmp_path / "single", batch_size=8)
     for a, b in zip(load_model(tmp_path / "ddp" / CHECKPOINT_NAME).state_dict().values(),
                     load_model(tmp_path / "single" / CHECKPOINT_NAME).state_dict().values()):
