@@ -24,7 +24,7 @@ _FORMATS = {
 INFO_EPILOG = "\n\n".join([
     "[bold]Examples[/bold]",
     "  convexrecon info file_brain_AXT2_200_2000019.h5",
-    "  convexrecon info kspace.cfl      # or kspace.hdr; BART (X, Y, Z, C)",
+    "  convexrecon info kspace.cfl      # or kspace.hdr; any 2-D/3-D BART layout",
     "  convexrecon info kspace.npy      # (C, H, W) or (S, C, H, W) complex",
 ])
 
@@ -54,9 +54,22 @@ def describe(data: Any, path: Path) -> list[tuple[str, str]]:
     rows.append(("k-space", f"{_shape(ksp)} {_dtype(ksp)}  {layout}"))
     rows.append(("slices", str(int(ksp.shape[0]))))
     rows.append(("coils", str(int(ksp.shape[1]))))
+    layout = data.attrs.get("bart_layout") if data.attrs else None
+    if layout is not None:
+        dims = " x ".join(str(n) for n in data.attrs.get("bart_dims", []))
+        rows.append(("BART dims", f"{dims}  ({layout.describe()})"))
+    for note in (data.attrs.get("notes", []) if data.attrs else []):
+        rows.append(("note", str(note)))
     if traj is None:
         spatial = [int(s) for s in ksp.shape[2:]]
-        rows.append(("matrix", " x ".join(map(str, spatial)) + "  (readout x phase encode)"))
+        if layout is not None:
+            from convexrecon.io.cfl import BART_DIM_NAMES
+
+            axes = " x ".join(BART_DIM_NAMES[d] for d in layout.spatial)
+            label = f"({'D x ' if len(spatial) == 3 else ''}H x W = {axes})"
+        else:
+            label = "(readout x phase encode)"
+        rows.append(("matrix", " x ".join(map(str, spatial)) + f"  {label}"))
         mask = data.mask
         if mask is not None and bool(mask.any()):
             accel = acceleration(mask)

@@ -40,14 +40,18 @@ RECON_EPILOG = "\n\n".join([
     "axis; the FFT is centred and orthonormal (fastMRI's convention). Unsampled entries "
     "are zeros; the mask is the file's own, else the nonzero entries.",
     "Inputs: fastMRI .h5 (dataset 'kspace', optional 'mask' and a 'reconstruction_rss' "
-    "or 'reconstruction_esc' reference); BART .cfl/.hdr ((X, Y, Z, C), converted); .npy "
+    "or 'reconstruction_esc' reference); BART .cfl/.hdr (any 2-D layout: the two "
+    "non-singleton dimensions of READ, PHS1, PHS2 are H and W, lower-numbered first; "
+    "COIL the coils; SLICE and TIME the slices; the first set of MAPS); .npy "
     "((C, H, W) or (S, C, H, W) complex).",
     "Coil maps are estimated by ESPIRiT. Each slice is scaled on its own, so one --lam "
     "means the same on every dataset (default 0.01 for l1-wavelet and tv; for sense "
     "--lam is the Tikhonov weight mu, default 0.01).",
     "Outputs, written atomically: --out .npy holds the image (S, H, W), complex (real for "
     "grappa and zero-filled, which combine coils by root-sum-of-squares); --out .h5 holds "
-    "its magnitude as dataset 'reconstruction' (fastMRI layout), full field of view. "
+    "its magnitude as dataset 'reconstruction' (fastMRI layout), full field of view; "
+    "--out .cfl writes the complex image in BART's convention (the spatial and slice "
+    "dimensions of a BART input, else READ x PHS1 with slices in SLICE). "
     "--png draws the reconstruction, the zero-filled image and, with a reference, the "
     "error maps. With a reference, PSNR, SSIM and NMSE of magnitudes (centre-cropped to "
     "the reference) are printed.",
@@ -167,12 +171,14 @@ def _full_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor
                          f"got shape {tuple(mask.shape)}") from None
 
 
-def _write_output(path: Path, image: torch.Tensor) -> None:
-    from convexrecon.io import write_npy, write_reconstruction
+def _write_output(path: Path, image: torch.Tensor, bart_layout: Any = None) -> None:
+    from convexrecon.io import write_bart_image, write_npy, write_reconstruction
 
     img = image.detach().cpu()
     if path.suffix.lower() == ".npy":
         write_npy(path, img)
+    elif path.suffix.lower() == ".cfl":
+        write_bart_image(path, img, bart_layout)
     else:
         write_reconstruction(path, img)
 
@@ -193,7 +199,8 @@ def recon(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default=False,
                                        help="Write the reconstruction: .h5 (fastMRI "
-                                            "'reconstruction', magnitude) or .npy (the image)."),
+                                            "'reconstruction', magnitude), .npy (the image) "
+                                            "or .cfl (BART, complex)."),
     png: Optional[Path] = typer.Option(None, "--png", show_default=False,
                                        help="Write a figure: reconstruction, zero-filled, error map."),
     threads: Optional[int] = typer.Option(None, "--threads", show_default="torch default",
@@ -213,11 +220,16 @@ def recon(
     dev = parse_device(device)
     selected = parse_slices(slices)
     path = check_input_path(input)
-    out_path = check_output_path(out, "--out", (".h5", ".npy"))
+    out_path = check_output_path(out, "--out", (".h5", ".npy", ".cfl"))
     png_path = check_output_path(png, "--png", (".png",))
     for other, label in ((out_path, "--out"), (png_path, "--png")):
         if other is not None and other.resolve() == path.resolve():
             raise InputError(f"{label}: refusing to overwrite the input file {str(path)!r}")
+    if (out_path is not None and out_path.suffix.lower() == ".cfl"
+            and path.suffix.lower() in (".cfl", ".hdr")
+            and out_path.resolve().with_suffix("") == path.resolve().with_suffix("")):
+        raise InputError(f"--out: refusing to overwrite the input pair {str(path.with_suffix(''))!r}"
+                         ".cfl/.hdr")
 
     from convexrecon.io import load_kspace
 
@@ -254,7 +266,7 @@ def recon(
         console.print(scores_table(rows, title=f"metrics vs the file's reference {tuple(ref.shape)}"))
 
     if out_path is not None:
-        _write_output(out_path, image)
+        _write_output(out_path, image, data.attrs.get("bart_layout") if data.attrs else None)
         console.print(f"wrote {out_path}")
     if png_path is not None:
         from convexrecon import viz

@@ -135,6 +135,118 @@ def test_cfl_bart_layout_and_errors(tmp_path):
         read_cfl(tmp_path / "none")
 
 
+# -- BART's dimension convention ----------------------------------------------------------
+def _bart_file(tmp_path, name, pkg, spatial, *, n_slice=1, n_time=1, extra=None):
+    """Write package k-space ``pkg`` (S, C, H, W), S = n_slice * n_time (SLICE outer),
+    as a 16-dimensional BART file with H, W in the BART dimensions ``spatial``
+    (ascending), coils in dim 3, slices in 13 and time in 10; filled entry by entry."""
+    s_all, n_coils, h, w = pkg.shape
+    dims = [1] * 16
+    dims[spatial[0]], dims[spatial[1]], dims[3], dims[10], dims[13] = h, w, n_coils, n_time, n_slice
+    for d, n in (extra or {}).items():
+        dims[d] = n
+    arr = np.zeros(dims, np.complex64)
+    for s in range(n_slice):
+        for t in range(n_time):
+            for c in range(n_coils):
+                idx = [0] * 16
+                idx[3], idx[10], idx[13] = c, t, s
+                idx[spatial[0]] = idx[spatial[1]] = slice(None)
+                arr[tuple(idx)] = pkg[s * n_time + t, c]
+    write_cfl(tmp_path / name, arr)
+    return arr
+
+
+ORIENTATIONS = [(0, 1), (0, 2), (1, 2)]
+NAMES = ("READ", "PHS1", "PHS2")
+
+
+@pytest.mark.parametrize("batch", [(1, 1), (3, 1), (1, 2), (2, 3)], ids=["one", "slices", "time", "both"])
+@pytest.mark.parametrize("spatial", ORIENTATIONS, ids=["read-phs1", "read-phs2", "phs1-phs2"])
+def test_bart_every_2d_layout_round_trip(tmp_path, spatial, batch):
+    """Any two spatial dimensions make a 2-D problem (the lower-numbered is H), SLICE
+    and TIME become slices; the image written back lands in the same dimensions."""
+    from convexrecon.io import write_bart_image
+
+    n_slice, n_time = batch
+    pkg = _ksp((n_slice * n_time, 3, 5, 7), seed=1)
+    _bart_file(tmp_path, "k", pkg, spatial, n_slice=n_slice, n_time=n_time)
+    data = load_kspace(tmp_path / "k.cfl")
+    assert data.kspace.shape == pkg.shape
+    np.testing.assert_array_equal(data.kspace.numpy(), pkg)
+    layout = data.attrs["bart_layout"]
+    assert layout.spatial == spatial
+    # the image goes back to the same BART dimensions
+    image = pkg[:, 0] * 2 + 1
+    write_bart_image(tmp_path / "x.cfl", image, layout)
+    dims = [int(n) for n in (tmp_path / "x.hdr").read_text().splitlines()[1].split()]
+    assert len(dims) == 16 and dims[3] == 1
+    assert dims[spatial[0]] == 5 and dims[spatial[1]] == 7
+    assert dims[13] == n_slice and dims[10] == n_time
+    raw = read_cfl(tmp_path / "x", squeeze_trailing=False).numpy()
+    for s in range(n_slice):
+        for t in range(n_time):
+            idx = [0] * 16
+            idx[10], idx[13] = t, s
+            idx[spatial[0]] = idx[spatial[1]] = slice(None)
+            np.testing.assert_array_equal(raw[tuple(idx)], image[s * n_time + t])
+    # and it reads back as the same (slices, H, W) image
+    back = load_kspace(tmp_path / "x.cfl")
+    np.testing.assert_array_equal(back.kspace[:, 0].numpy(), image)
+
+
+def test_bart_maps_3d_and_refused_dimensions(tmp_path):
+    pkg = _ksp((1, 2, 4, 6), seed=2)
+    arr = _bart_file(tmp_path, "m", pkg, (1, 2), extra={4: 2})  # two sets of maps
+    arr[:, :, :, :, 1] = 99  # the second set differs
+    write_cfl(tmp_path / "m", arr)
+    with pytest.warns(UserWarning, match="MAPS"):
+        data = load_kspace(tmp_path / "m.cfl")
+    np.testing.assert_array_equal(data.kspace.numpy(), pkg)  # the first set
+    assert any("first" in n for n in data.attrs["notes"])
+    for dim, name in ((5, "TE"), (14, "AVG"), (6, "COEFF")):
+        _bart_file(tmp_path, f"bad{dim}", pkg, (0, 1), extra={dim: 2})
+        with pytest.raises(InputError, match=f"dimension {dim} \\({name}\\)"):
+            load_kspace(tmp_path / f"bad{dim}.cfl")
+    write_cfl(tmp_path / "line", _ksp((1, 9, 1, 4)))  # one spatial dimension
+    with pytest.raises(InputError, match="2-D or 3-D"):
+        load_kspace(tmp_path / "line.cfl")
+    # three spatial dimensions: 3-D, H = READ, W = PHS1, D = PHS2
+    vol = _ksp((4, 5, 3, 2), seed=3)
+    write_cfl(tmp_path / "v", vol)
+    data = load_kspace(tmp_path / "v.hdr")
+    assert data.kspace.shape == (1, 2, 3, 4, 5)
+    np.testing.assert_array_equal(data.kspace[0].numpy(), vol.transpose(3, 2, 0, 1))
+
+
+def test_bart_workshop_layout_info_and_recon_cfl(tmp_path):
+    """A slice stored as 1 x H x W x C (readout transformed away, PHS1-PHS2 plane) is
+    read as 2-D; `info` says so and `recon --out x.cfl` writes 1 x H x W."""
+    from typer.testing import CliRunner
+
+    from convexrecon.cli.main import app
+
+    pkg = _ksp((1, 4, 12, 10), seed=4)
+    pkg[..., ::2] = 0  # every other phase-encode column unsampled
+    _bart_file(tmp_path, "brain", pkg, (1, 2))
+    runner = CliRunner()
+    res = runner.invoke(app, ["info", str(tmp_path / "brain.cfl")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "(1, 4, 12, 10)" in text and "H x W = PHS1 x PHS2" in text and "12 x 10" in text
+    res = runner.invoke(app, ["recon", str(tmp_path / "brain.cfl"), "--method", "zero-filled",
+                              "--out", str(tmp_path / "x.cfl"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    dims = (tmp_path / "x.hdr").read_text().splitlines()[1].split()
+    assert dims[:4] == ["1", "12", "10", "1"] and set(dims[4:]) == {"1"}
+    img = read_cfl(tmp_path / "x").numpy()
+    assert img.shape == (1, 12, 10) and np.isfinite(img).all() and np.abs(img).max() > 0
+    # refuse to overwrite the input pair through the other suffix
+    res = runner.invoke(app, ["recon", str(tmp_path / "brain.hdr"), "--method", "zero-filled",
+                              "--out", str(tmp_path / "brain.cfl")])
+    assert res.exit_code == 2 and "overwrite" in res.output
+
+
 # -- npy and the dispatcher --------------------------------------------------------------
 def test_npy_round_trip_and_dispatch(tmp_path):
     ksp = _ksp((3, 2, 4, 4))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,11 +14,11 @@ import torch
 
 from convexrecon.errors import InputError
 from convexrecon.io._common import atomic_path, check_array_finite, existing_file, to_numpy
-from convexrecon.io.cfl import cfl_paths, read_cfl
+from convexrecon.io.cfl import bart_layout, bart_to_package, cfl_paths, read_cfl
 from convexrecon.io.fastmri import _indices, read_fastmri
 from convexrecon.io.ismrmrd import is_ismrmrd, read_ismrmrd
 
-__all__ = ["KspaceData", "load_kspace", "read_npy", "write_npy", "bart_to_ours"]
+__all__ = ["KspaceData", "load_kspace", "read_npy", "write_npy"]
 
 SUFFIXES = (".h5", ".hdf5", ".cfl", ".hdr", ".npy")
 
@@ -77,16 +78,6 @@ def write_npy(path: str | os.PathLike, array: Any) -> Path:
     return Path(path)
 
 
-def bart_to_ours(arr: torch.Tensor) -> torch.Tensor:
-    """BART k-space ``(X, Y, Z, C)`` (trailing singletons may be missing) to the
-    package layout ``(C, X, Y)`` when ``Z == 1`` or ``(C, Z, X, Y)``; ``X`` is the readout."""
-    if arr.ndim > 4:
-        raise InputError(f"kspace: expected BART dimensions (X, Y, Z, C), got shape {tuple(arr.shape)}")
-    full = arr.reshape(*arr.shape, *([1] * (4 - arr.ndim)))
-    x = full.permute(3, 2, 0, 1)  # (C, Z, X, Y)
-    return x[:, 0] if x.shape[1] == 1 else x
-
-
 def _nonzero_mask(ksp: torch.Tensor, n_spatial: int) -> torch.Tensor:
     return (ksp != 0).any(dim=-1 - n_spatial)
 
@@ -94,8 +85,11 @@ def _nonzero_mask(ksp: torch.Tensor, n_spatial: int) -> torch.Tensor:
 def load_kspace(path: str | os.PathLike, *, slices: int | slice | Sequence[int] | None = None
                 ) -> KspaceData:
     """Load k-space from ``.h5``/``.hdf5`` (fastMRI or ISMRMRD, told apart by content),
-    ``.cfl``/``.hdr`` (BART, converted from ``(X, Y, Z, C)`` to the package layout) or
-    ``.npy`` (already in the package layout ``(C, H, W)`` or ``(S, C, H, W)``).
+    ``.cfl``/``.hdr`` (BART, any 2-D or 3-D layout; see :func:`convexrecon.io.cfl.bart_layout`:
+    the two lowest-numbered non-singleton spatial dimensions are ``H`` and ``W``, COIL
+    the coils, SLICE x TIME the slices, the first set of MAPS; ``attrs["bart_layout"]``
+    records where each axis came from) or ``.npy`` (already in the package layout
+    ``(C, H, W)`` or ``(S, C, H, W)``).
 
     Args:
         path: the file.
@@ -109,13 +103,21 @@ def load_kspace(path: str | os.PathLike, *, slices: int | slice | Sequence[int] 
     if suffix not in SUFFIXES:
         raise InputError(f"path: expected a suffix in {SUFFIXES}, got {str(p)!r}")
     if suffix in (".cfl", ".hdr"):
-        ksp = bart_to_ours(read_cfl(p))
-        if ksp.ndim < 3:
-            raise InputError(f"kspace: expected coils and at least 2 spatial dims, got {tuple(ksp.shape)}")
-        ksp = ksp.unsqueeze(0)
-        ksp = ksp[_indices(slices, 1)] if slices is not None else ksp
-        return KspaceData(ksp, _nonzero_mask(ksp, ksp.ndim - 2), None, None, "cfl",
-                          {"files": [str(q) for q in cfl_paths(p)]})
+        raw = read_cfl(p, squeeze_trailing=False)
+        layout = bart_layout(raw.shape)
+        ksp = bart_to_package(raw, layout)
+        notes = []
+        if layout.maps > 1:
+            notes.append(f"dimension 4 (MAPS) holds {layout.maps} sets of maps; the first is used")
+            warnings.warn(f"{p}: {notes[-1]}", UserWarning, stacklevel=2)
+        if slices is not None:
+            ksp = ksp[_indices(slices, ksp.shape[0])]
+        dims = [int(n) for n in raw.shape]
+        while len(dims) > 4 and dims[-1] == 1:
+            dims.pop()
+        attrs = {"files": [str(q) for q in cfl_paths(p)], "bart_layout": layout,
+                 "bart_dims": dims, "notes": notes}
+        return KspaceData(ksp, _nonzero_mask(ksp, ksp.ndim - 2), None, None, "cfl", attrs)
     if suffix == ".npy":
         arr = read_npy(p)
         if not arr.is_complex():
