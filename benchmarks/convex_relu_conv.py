@@ -11,9 +11,13 @@ Cases:
 * ``gated-32x96`` (target: gap <= 1e-3 in < 2 min): 32 images of 96x96, 7x7, 32.
 * ``relu-*``: the cone-constrained ReLU form (per output channel; no target),
   augmented Lagrangian with inner FISTA, on both sizes; reported, not targeted.
+* ``--minibatch``: the gated 16x64 case by :class:`~convexrecon.solvers.MiniBatchConv`
+  (proximal SVRG over batches of images) against full-batch FISTA: seconds until the
+  objective is within ``1e-3`` (relative) of FISTA's at gap ``1e-5``, and the size of
+  the largest temporary (the masked convolution of a batch), whose ratio is ``N / B``.
 
 Run: ``.venv/bin/python benchmarks/convex_relu_conv.py [--quick] [--threads N]
-[--small] [--no-retain]`` (``--small``: only the gated 16x64 case; ``--no-retain``:
+[--small] [--no-retain] [--minibatch]`` (``--small``: only the gated 16x64 case; ``--no-retain``:
 without :func:`convexrecon.perf.retain_freed_memory`, to see the page-fault cost).
 Gated rows report system time and page faults.
 ``run_conv_cases(quick=...)`` returns a dict with ``conv_seconds``, ``conv_gap``
@@ -34,6 +38,7 @@ import torch
 from convexrecon.perf import retain_freed_memory
 from convexrecon.programs.relu import ConvGatedReLU, ConvTwoLayerReLUCone
 from convexrecon.solvers.auglag import ConvReLUAugLag
+from convexrecon.solvers.minibatch_conv import MiniBatchConv
 from convexrecon.solvers.fista import FISTA
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +125,7 @@ def gated_case(n: int, size: int, k: int, *, tol: float = 1e-3, max_iter: int = 
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     prog = ConvGatedReLU(X.to(dtype), Y.to(dtype), kernel_size=k, n_patterns=N_PATTERNS,
-                            beta=1.0, seed=0)
+                         beta=1.0, seed=0)
     prog.set_beta(BETA_FRAC * prog.beta_max())
     t_build = time.perf_counter() - t0
     lip = prog.smooth.lipschitz()
@@ -154,6 +159,46 @@ def relu_case(n: int, size: int, k: int, *, time_budget: float, inner_iter: int,
     return dict(case=f"relu-{n}x{size} k{k}", seconds=total, iters=f"{res.state.it}x{inner_iter}",
                 gap=info.gap, violation=info.violation, objective=info.primal,
                 gated_obj=gated_obj)
+
+
+def minibatch_case(n: int = 16, size: int = 64, k: int = 5, *, batch: int = 4,
+                   rel: float = 1e-3, dtype=torch.float64) -> dict:
+    """Seconds to reach ``rel`` of the optimum: full-batch FISTA vs MiniBatchConv."""
+    X, Y = dealias_task(n, size)
+    prog = ConvGatedReLU(X.to(dtype), Y.to(dtype), kernel_size=k, n_patterns=N_PATTERNS,
+                         beta=1.0, seed=0)
+    prog.set_beta(BETA_FRAC * prog.beta_max())
+    prog.smooth.lipschitz()
+    ref = FISTA(prog, tol=1e-5, max_iter=5000, check_every=5).run()
+    p_star = prog.value(ref.x)
+
+    def seconds_to(run_factory) -> tuple[float, int]:
+        t0, hit = time.perf_counter(), None
+        state_it = 0
+
+        def cb(st):
+            nonlocal hit, state_it
+            state_it = st.it
+            if hit is None and st.it % every == 0 and prog.value(st.x) <= (1 + rel) * p_star:
+                hit = time.perf_counter() - t0
+                raise StopIteration
+        try:
+            run_factory(cb)
+        except StopIteration:
+            pass
+        return (hit if hit is not None else math.inf), state_it
+
+    every = 5
+    t_fista, it_f = seconds_to(lambda cb: FISTA(prog, tol=0.0, max_iter=5000,
+                                                check_every=0).run(callback=cb))
+    every = max(n // batch, 1)
+    t_mb, it_mb = seconds_to(lambda cb: MiniBatchConv(prog, batch_size=batch, epochs=200,
+                                                      seed=0).run(callback=cb))
+    p, co, h = N_PATTERNS, prog.op.c_out, size
+    itemsize = torch.finfo(dtype).bits // 8
+    return dict(case=f"minibatch-{n}x{size} k{k} B={batch}", fista_s=t_fista, fista_it=it_f,
+                mb_s=t_mb, mb_steps=it_mb, full_bytes=n * p * co * h * h * itemsize,
+                batch_bytes=batch * p * co * h * h * itemsize)
 
 
 def run_conv_cases(*, quick: bool) -> dict:
@@ -194,11 +239,20 @@ def main() -> None:
     ap.add_argument("--no-retain", action="store_true",
                     help="leave glibc's malloc as it is (to see the page-fault cost)")
     ap.add_argument("--small", action="store_true", help="only the gated 16x64x64 case")
+    ap.add_argument("--minibatch", action="store_true",
+                    help="only MiniBatchConv against FISTA on the gated 16x64x64 case")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.no_retain:
         retain_freed_memory()  # see convexrecon.perf
+    if args.minibatch:
+        r = minibatch_case()
+        print(f"{r['case']}: FISTA {r['fista_s']:.1f}s ({r['fista_it']} it), MiniBatchConv "
+              f"{r['mb_s']:.1f}s ({r['mb_steps']} steps) to 1e-3 of the optimum; time ratio "
+              f"{r['mb_s'] / r['fista_s']:.2f}; largest temporary {r['full_bytes'] / 2**20:.1f} MiB"
+              f" vs {r['batch_bytes'] / 2**20:.1f} MiB (ratio {r['full_bytes'] / r['batch_bytes']:.0f})")
+        return
     if args.small:
         torch.set_flush_denormal(True)
         print(" | ".join(_row(gated_case(16, 64, 5))))
