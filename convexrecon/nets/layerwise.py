@@ -334,6 +334,8 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
     reports: list[LayerReport] = []
     for i in range(len(blocks), cfg.layers):
         t0 = time.perf_counter()
+        if dcmap is not None:  # each step starts cold: a resumed run repeats it exactly
+            dcmap.reset()
         gates = make_gates(h_tr, cfg.patterns, cfg.kernel, kind=cfg.gates,
                            seed=cfg.seed * 1009 + i, padding=cfg.padding)
         base = Gated(h_tr, Y, kernel_size=cfg.kernel, n_patterns=cfg.patterns, beta=1.0,

@@ -83,6 +83,10 @@ class DCMap(Operator):
         self._warm: dict[int, torch.Tensor] = {}
         self.cg_iters = 0
 
+    def reset(self) -> None:
+        """Forget the warm starts."""
+        self._warm.clear()
+
     def _solve(self, x: torch.Tensor, slot: int) -> torch.Tensor:
         if x.shape != (*self.ishape,):
             raise InputError(f"DCMap: expected {self.ishape}, got {tuple(x.shape)}")

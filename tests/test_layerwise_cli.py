@@ -1,0 +1,150 @@
+"""``convexrecon train-layerwise`` / ``evaluate`` / ``recon --method learned``: a tiny
+run, resume without loss, and bad input (one line, exit 2, no partial output)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from convexrecon.cli.main import app
+from convexrecon.nets.layerwise import LayerwiseConfig
+from convexrecon.nets.layerwise_run import Sizes, run_layerwise
+from convexrecon.training import load_model
+from tests.layerwise_helpers import TINY
+
+TINY_ARGS = ["--preset", "tiny", "--problem", "tiny-cartesian", "-q"]
+
+
+def _ok(result):
+    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
+
+
+def _bad(result, *words):
+    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("lw") / "run"
+    result = CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "2", "--out", str(out)])
+    _ok(result)
+    assert "layer-wise training" in result.stdout and "gain vs l1-wavelet" in result.stdout
+    return out
+
+
+def test_tiny_run_writes_checkpoint_metrics_figures(trained):
+    for name in ("checkpoint.pt", "metrics.json", "psnr_per_layer.png", "reconstructions.png"):
+        assert (trained / name).is_file(), name
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert [r["layer"] for r in metrics["layers"]] == [1, 2]
+    assert len(metrics["per_layer"]) == 2 and "l1_wavelet" in metrics
+    net = load_model(trained / "checkpoint.pt")
+    assert net.depth == 2 and net.widths() == metrics["widths"]
+
+
+def test_evaluate_saved_model(trained):
+    result = CliRunner().invoke(app, ["evaluate", str(trained / "checkpoint.pt"), "--problem",
+                                      "tiny-cartesian", "--size", "16", "--n", "3"])
+    _ok(result)
+    assert "gain vs zero-filled" in result.stdout
+
+
+def _run(out, layers, resume=False):
+    cfg = LayerwiseConfig(layers=layers, kernel=3, patterns=4, beta=0.05, max_iter=30)
+    return run_layerwise(config=cfg, data=TINY, sizes=Sizes(n_train=3, n_val=2, n_test=2),
+                         out_dir=out, resume=resume, fista_reference=False)
+
+
+def test_resume_after_a_layer_equals_uninterrupted(tmp_path):
+    full = _run(tmp_path / "full", 2)
+    _run(tmp_path / "part", 1)
+    resumed = _run(tmp_path / "part", 2, resume=True)
+    a, b = full.net.state_dict(), resumed.net.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].double(), b[k].double(), atol=1e-6), k
+    assert [r["layer"] for r in resumed.reports] == [1, 2]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill(tmp_path):
+    cmd = [sys.executable, "-m", "convexrecon.cli.main", "train-layerwise", *TINY_ARGS, "--layers", "3"]
+    ref = subprocess.run(cmd + ["--out", str(tmp_path / "ref")], capture_output=True, text=True)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not (out / "checkpoint.pt").exists() and time.time() - t0 < 300:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    res = subprocess.run(cmd + ["--out", str(out), "--resume"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    a = load_model(tmp_path / "ref" / "checkpoint.pt").state_dict()
+    b = load_model(out / "checkpoint.pt").state_dict()
+    for k in a:
+        assert torch.allclose(a[k].double(), b[k].double(), atol=1e-6), k
+
+
+def test_bad_unknown_problem(tmp_path):
+    out = tmp_path / "o"
+    _bad(CliRunner().invoke(app, ["train-layerwise", "--preset", "tiny", "--problem", "nope",
+                                  "--out", str(out)]), "problem")
+    assert not out.exists()
+
+
+def test_bad_empty_data_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "o"
+    _bad(CliRunner().invoke(app, ["train-layerwise", "--preset", "tiny", "--data", str(tmp_path / "empty"),
+                                  "--out", str(out)]), ".h5")
+    assert not out.exists()
+
+
+def test_bad_non_h5_file_in_data(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "notes.txt").write_text("hello")
+    out = tmp_path / "o"
+    _bad(CliRunner().invoke(app, ["train-layerwise", "--preset", "tiny", "--data", str(d),
+                                  "--out", str(out)]), "notes.txt")
+    assert not out.exists()
+
+
+def test_bad_kernel(tmp_path):
+    out = tmp_path / "o"
+    _bad(CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--kernel", "4", "--out", str(out)]),
+         "kernel")
+    assert not out.exists()
+
+
+def test_bad_kernel_mismatch_on_resume(trained):
+    before = (trained / "checkpoint.pt").read_bytes()
+    _bad(CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--kernel", "5", "--out", str(trained),
+                                  "--resume"]), "kernel")
+    assert (trained / "checkpoint.pt").read_bytes() == before
+
+
+def test_bad_existing_out_without_resume(trained):
+    _bad(CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--out", str(trained)]), "--resume")
+
+
+def test_bad_model_not_a_checkpoint(tmp_path):
+    f = tmp_path / "model.pt"
+    f.write_bytes(b"definitely not a checkpoint")
+    _bad(CliRunner().invoke(app, ["evaluate", str(f), "--problem", "tiny-cartesian", "--size", "16"]),
+         "model.pt")
