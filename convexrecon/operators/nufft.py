@@ -35,7 +35,7 @@ from typing import Sequence
 
 import torch
 
-from convexrecon._checks import as_tensor, check_finite, real_dtype_of
+from convexrecon._checks import real_dtype_of
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator, prod
 from convexrecon.operators._traj import check_dcf, check_im_size, check_traj
