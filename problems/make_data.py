@@ -30,7 +30,7 @@ DATA = Path(__file__).resolve().parent / "data"
 MNI_Z = np.arange(50, 143, 4)
 COPIED = ("LICENSE.dipy", "LICENSE.pulseq", "LICENSE.sigpy-mri-tutorial", "b0_10slices.npz",
           "brain_8coil_poisson_ksp.npy", "brain_radial_96x512_coord.npy",
-          "phantom_32coil_full_raw.npy")
+          "phantom_32coil_full_raw.npy", "mni_icbm152_t1_2009a.npz")
 ESPIRIT_ARGS = dict(calib_width=24, thresh=0.02, kernel_width=6, crop=0.95, max_iter=100)
 
 
