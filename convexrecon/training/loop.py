@@ -39,10 +39,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -51,6 +50,7 @@ from . import distributed as D
 from .checkpoint import check_model_spec, load_checkpoint, save_checkpoint
 from .progress import Progress
 from .rng import get_rng_state, seed_everything, set_rng_state
+from .steps import EpochSums, any_rank, epoch_metrics, gather, make_batches, to_device, train_step, validate
 
 __all__ = ["fit", "Hooks", "History", "CHECKPOINT_NAME", "METRICS_NAME"]
 
@@ -107,64 +107,10 @@ def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-@dataclass
-class _Acc:
-    """Running sums of one epoch (restored on a mid-epoch resume)."""
-
-    loss_sum: float = 0.0
-    count: float = 0.0
-    skipped: int = 0
-    extra: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count]
-
-    def state(self) -> dict[str, Any]:
-        return {"loss_sum": self.loss_sum, "count": self.count, "skipped": self.skipped, "extra": self.extra}
-
-
-def _split_loss(out: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    if isinstance(out, torch.Tensor):
-        loss, extra = out, {}
-    elif isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], torch.Tensor) and isinstance(out[1], Mapping):
-        loss, extra = out
-    else:
-        raise InputError(f"loss_fn: expected a scalar tensor or (tensor, dict), got {type(out).__name__}")
-    if loss.numel() != 1:
-        raise InputError(f"loss_fn: expected a scalar loss, got shape {tuple(loss.shape)}")
-    return loss.reshape(()), {str(k): float(v) for k, v in extra.items()}
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device)
-    if isinstance(batch, Mapping):
-        return type(batch)({k: _to_device(v, device) for k, v in batch.items()})  # type: ignore[call-arg]
-    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
-        return type(batch)(*(_to_device(v, device) for v in batch))
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    if hasattr(batch, "to") and callable(batch.to):
-        return batch.to(device)
-    return batch
-
-
-def _batches(order: Sequence[int], batch_size: int, drop_last: bool) -> list[list[int]]:
-    out = [list(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    if drop_last and out and len(out[-1]) < batch_size:
-        out.pop()
-    return out
-
-
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=False))
     os.replace(tmp, path)
-
-
-def _gather(obj: Any) -> list[Any]:
-    if not D.is_distributed():
-        return [obj]
-    out: list[Any] = [None] * D.world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def _check_args(model: Any, loss_fn: Any, dataset: Any, epochs: Any, batch_size: Any, checkpoint_every: Any) -> None:
@@ -222,8 +168,12 @@ def fit(
         val_dataset, val_fn: evaluated at the end of every epoch with ``val_fn(model, batch)``
             (default ``loss_fn``) under ``torch.no_grad()`` in eval mode; a tensor or a
             dict of numbers, averaged over samples as ``val_<name>``.
+        seed: seeds the data order (``seed + epoch``) and, at a fresh start, python's,
+            numpy's and torch's global generators (``seed + rank``).
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (else start fresh).
-            Without it, an existing checkpoint in ``out_dir`` is an error.
+            Without it, an existing checkpoint in ``out_dir`` is an error. The resumed
+            run's weights, ``History`` and ``metrics.json`` equal the uninterrupted run's
+            (on CPU bit for bit; ``time_s``, the wall time, aside).
         checkpoint_every: also checkpoint every this many steps (mid-epoch).
         model_spec: ``{"factory": "pkg.mod:fn", "kwargs": {...}}`` for ``load_model``;
             defaults to ``model.model_spec`` (set by :func:`build_model`).
@@ -250,11 +200,11 @@ def fit(
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     history = History(out_dir=out, checkpoint=ckpt_path)
     epoch, step_in_epoch, global_step = 0, 0, 0
-    acc = _Acc()
+    acc = EpochSums()
     saved_order: list[int] | None = None
 
     if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, map_location=device)
+        ck = load_checkpoint(ckpt_path, map_location="cpu")  # load_state_dict moves to the params' device
         if ck.get("config") != config:
             raise InputError(
                 f"fit: checkpoint {str(ckpt_path)!r} was written with {ck.get('config')}, this run has {config}"
@@ -268,7 +218,7 @@ def fit(
         hooks.load_state_dict(ck.get("hook_state") or {})
         epoch, step_in_epoch, global_step = int(ck["epoch"]), int(ck["step_in_epoch"]), int(ck["global_step"])
         a = ck["epoch_sums"]
-        acc = _Acc(float(a["loss_sum"]), float(a["count"]), int(a["skipped"]), {k: list(v) for k, v in a["extra"].items()})
+        acc = EpochSums(float(a["loss_sum"]), float(a["count"]), int(a["skipped"]), {k: list(v) for k, v in a["extra"].items()})
         history.epochs = list(ck["history"]["epochs"])
         history.step_loss = ck["history"]["step_loss"].tolist()
         history.resumed_from_step = global_step
@@ -279,7 +229,7 @@ def fit(
         seed_everything(seed + rank)
 
     def payload() -> dict[str, Any]:
-        per_rank = _gather({"rng": get_rng_state(), "order": torch.tensor(order, dtype=torch.int64)})
+        per_rank = gather({"rng": get_rng_state(), "order": torch.tensor(order, dtype=torch.int64)})
         return {
             "model_spec": spec,
             "model_state": inner.state_dict(),
@@ -329,7 +279,7 @@ def fit(
                     if saved_order != order:
                         raise InputError(f"fit: checkpoint {str(ckpt_path)!r}: data order differs from this dataset's")
                     saved_order = None
-                batches = _batches(order, batch_size, drop_last)
+                batches = make_batches(order, batch_size, drop_last)
                 hooks.on_epoch_start(epoch)
                 bar.start_epoch(epoch, total=len(batches), done=step_in_epoch)
                 loader = DataLoader(
@@ -341,8 +291,8 @@ def fit(
                 )
                 t0 = time.perf_counter()
                 for idx, batch in zip(batches[step_in_epoch:], loader):
-                    loss_value, skipped = _train_step(
-                        net, _to_device(batch, device), loss_fn, optimizer, hooks, acc, len(idx), epoch, global_step,
+                    loss_value, skipped = train_step(
+                        net, to_device(batch, device), loss_fn, optimizer, hooks, acc, len(idx), epoch, global_step,
                         clip_grad_norm,
                     )  # fmt: skip
                     if scheduler is not None and scheduler_interval == "step" and not skipped and not plateau:
@@ -356,12 +306,12 @@ def fit(
                         writer.add_scalar("train/loss_step", loss_value, global_step)
                     if checkpoint_every is not None and global_step % checkpoint_every == 0:
                         save()
-                    if _any_rank(interrupted.is_set()):
+                    if any_rank(interrupted.is_set()):
                         save()
                         raise KeyboardInterrupt
-                metrics = _epoch_metrics(acc, epoch, global_step, optimizer)
+                metrics = epoch_metrics(acc, epoch, global_step, optimizer)
                 if val_dataset is not None:
-                    metrics.update(_validate(inner, val_dataset, val_fn or loss_fn, batch_size, collate_fn, device))
+                    metrics.update(validate(inner, val_dataset, val_fn or loss_fn, batch_size, collate_fn, device))
                 metrics["time_s"] = time.perf_counter() - t0
                 if scheduler is not None and (scheduler_interval == "epoch" or plateau):
                     if plateau:
@@ -375,7 +325,7 @@ def fit(
                             writer.add_scalar(f"epoch/{key}", value, global_step)
                     writer.flush()
                 bar.end_epoch(metrics)
-                epoch, step_in_epoch, acc, order = epoch + 1, 0, _Acc(), []  # next epoch: nothing done yet
+                epoch, step_in_epoch, acc, order = epoch + 1, 0, EpochSums(), []  # next epoch: nothing done yet
                 save()
     finally:
         if old_handler is not None:
@@ -384,105 +334,6 @@ def fit(
             writer.close()
     D.barrier()
     return history
-
-
-def _any_rank(flag: bool) -> bool:
-    if not D.is_distributed():
-        return flag
-    return bool(D.all_reduce_sum(torch.tensor([float(flag)], device=D.info().device)).item() > 0)
-
-
-def _train_step(
-    net: nn.Module,
-    batch: Any,
-    loss_fn: Callable[[nn.Module, Any], Any],
-    optimizer: torch.optim.Optimizer,
-    hooks: Hooks,
-    acc: _Acc,
-    n: int,
-    epoch: int,
-    global_step: int,
-    clip_grad_norm: float | None,
-) -> tuple[float, bool]:
-    net.train()
-    optimizer.zero_grad(set_to_none=True)
-    loss, extra = _split_loss(loss_fn(net, batch))
-    ok = hooks.accept(loss.detach(), epoch=epoch, step=global_step + 1)
-    if D.is_distributed():
-        ok = not _any_rank(not ok)
-    if not ok:
-        acc.skipped += 1
-        optimizer.zero_grad(set_to_none=True)
-        return float("nan"), True
-    loss.backward()
-    if clip_grad_norm is not None:
-        nn.utils.clip_grad_norm_(net.parameters(), clip_grad_norm)
-    optimizer.step()
-    keys = sorted(extra)
-    local = [loss.detach().item() * n, float(n)] + [extra[k] * n for k in keys]
-    sums = D.all_reduce_sum(torch.tensor(local, dtype=torch.float64, device=loss.device)).tolist()
-    value = sums[0] / sums[1]
-    acc.loss_sum += sums[0]
-    acc.count += sums[1]
-    for key, v in zip(keys, sums[2:]):
-        s, c = acc.extra.setdefault(key, [0.0, 0.0])
-        acc.extra[key] = [s + v, c + sums[1]]
-    return value, False
-
-
-def _epoch_metrics(acc: _Acc, epoch: int, global_step: int, optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    metrics: dict[str, float] = {
-        "epoch": epoch,
-        "step": global_step,
-        "train_loss": acc.loss_sum / acc.count if acc.count else float("nan"),
-        "skipped": acc.skipped,
-        "lr": float(optimizer.param_groups[0]["lr"]),
-    }
-    for key, (s, c) in sorted(acc.extra.items()):
-        metrics[f"train_{key}"] = s / c if c else float("nan")
-    return metrics
-
-
-@torch.no_grad()
-def _validate(
-    model: nn.Module,
-    dataset: Dataset,
-    fn: Callable[[nn.Module, Any], Any],
-    batch_size: int,
-    collate_fn: Callable[[list[Any]], Any] | None,
-    device: torch.device,
-) -> dict[str, float]:
-    """Sample-weighted means of ``fn`` over ``dataset``; ranks split it without padding."""
-    was_training = model.training
-    model.eval()
-    indices = list(range(len(dataset)))[D.rank() :: D.world_size()]
-    loader = DataLoader(dataset, batch_sampler=_batches(indices, batch_size, False), collate_fn=collate_fn)
-    names: list[str] = []
-    sums: dict[str, float] = {}
-    count = 0.0
-    for idx, batch in zip(_batches(indices, batch_size, False), loader):
-        out = fn(model, _to_device(batch, device))
-        values = _val_values(out)
-        for key, v in values.items():
-            if key not in sums:
-                names.append(key)
-                sums[key] = 0.0
-            sums[key] += v * len(idx)
-        count += len(idx)
-    model.train(was_training)
-    names = sorted(_gather(names)[0] if D.is_distributed() else names)
-    vec = torch.tensor([sums.get(k, 0.0) for k in names] + [count], dtype=torch.float64, device=device)
-    vec = D.all_reduce_sum(vec).tolist()
-    return {f"val_{k}": vec[i] / vec[-1] for i, k in enumerate(names)}
-
-
-def _val_values(out: Any) -> dict[str, float]:
-    if isinstance(out, torch.Tensor) or isinstance(out, tuple):
-        loss, extra = _split_loss(out)
-        return {"loss": float(loss), **extra}
-    if isinstance(out, Mapping):
-        return {str(k): float(v) for k, v in out.items()}
-    raise InputError(f"val_fn: expected a scalar tensor or a dict of numbers, got {type(out).__name__}")
 
 
 def _summary_writer(log_dir: Path, *, purge_step: int | None) -> Any:

@@ -47,12 +47,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
     """Restore states captured by :func:`get_rng_state`."""
     try:
         py = state["python"]
-        random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+        random.setstate((py["version"], tuple(int(v) for v in py["state"].cpu().tolist()), py["gauss"]))
         npst = state["numpy"]
         np.random.set_state(
             (
                 npst["kind"],
-                npst["keys"].numpy().astype(np.uint32),
+                npst["keys"].cpu().numpy().astype(np.uint32),
                 npst["pos"],
                 npst["has_gauss"],
                 npst["cached_gaussian"],
