@@ -136,21 +136,21 @@ def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     assert load_checkpoint(killed / CHECKPOINT_NAME)["hook_state"] == {"steps": 18}
 
 
-class _SigintAt(T.Slow):
-    def __init__(self, at: int) -> None:
+class _SignalAt(T.Slow):
+    def __init__(self, at: int, sig: int = signal.SIGINT) -> None:
         super().__init__(0.0)
-        self.at = at
+        self.at, self.sig = at, sig
 
     def on_step_end(self, *, epoch: int, step: int, loss: float, skipped: bool) -> None:
         super().on_step_end(epoch=epoch, step=step, loss=loss, skipped=skipped)
         if step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.sig)
 
 
-def test_sigint_checkpoints_at_the_step_and_resume_is_exact(tmp_path):
+def test_sigint_and_sigterm_checkpoint_at_the_step_and_resume_is_exact(tmp_path):
     ref_model, ref_history = T.train(tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
-        T.train(tmp_path / "int", hooks=_SigintAt(7))  # 7: mid-epoch 1, not a checkpoint_every step
+        T.train(tmp_path / "int", hooks=_SignalAt(7))  # 7: mid-epoch 1, not a checkpoint_every step
     ck = load_checkpoint(tmp_path / "int" / CHECKPOINT_NAME)
     assert ck["global_step"] == 7 and ck["epoch"] == 1 and ck["step_in_epoch"] == 1
     assert sorted(ck["per_rank"][0]["order"].tolist()) == list(range(24))  # epoch 1's permutation
@@ -158,6 +158,13 @@ def test_sigint_checkpoints_at_the_step_and_resume_is_exact(tmp_path):
     model, history = T.train(tmp_path / "int", resume=True)
     assert _same_weights(model, ref_model) and history.step_loss == ref_history.step_loss
     assert _losses(tmp_path / "int") == _losses(tmp_path / "ref")
+    # SIGTERM (what torchrun and schedulers send) does the same, exiting with 143
+    with pytest.raises(SystemExit) as stopped:
+        T.train(tmp_path / "term", hooks=_SignalAt(11, signal.SIGTERM))
+    assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert load_checkpoint(tmp_path / "term" / CHECKPOINT_NAME)["global_step"] == 11
+    model, history = T.train(tmp_path / "term", resume=True)
+    assert _same_weights(model, ref_model) and history.step_loss == ref_history.step_loss
     # a finished run resumes to a no-op
     again, h2 = T.train(tmp_path / "int", resume=True)
     assert _same_weights(again, ref_model) and len(h2.epochs) == 3
@@ -320,3 +327,49 @@ def test_peak_memory_in_fresh_processes():
         peak_memory("no_such_module_xyz:f")
     with pytest.raises(InputError, match="spec"):
         peak_memory("no-colon")
+
+
+# ----------------------------------------------------------------------------- complex batches
+class _Batch:
+    """A stand-in for convexrecon.data's Batch: tensors behind a ``.to(device)``."""
+
+    def __init__(self, y: torch.Tensor, target: torch.Tensor) -> None:
+        self.y, self.target = y, target
+
+    def to(self, device):
+        return _Batch(self.y.to(device), self.target.to(device))
+
+
+class _ComplexData(torch.utils.data.Dataset):
+    def __init__(self, n: int = 12) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.target = torch.randn(n, 6, dtype=torch.complex64, generator=g)
+        self.y = 2.0 * self.target
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.y[i], self.target[i]
+
+
+def test_fit_takes_any_dataset_collate_and_complex_parameters(tmp_path):
+    def collate(items):
+        return _Batch(torch.stack([a for a, _ in items]), torch.stack([b for _, b in items]))
+
+    class Scale(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(6, dtype=torch.complex64))
+
+        def forward(self, y):
+            return self.w * y
+
+    model = Scale()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    history = fit(model, loss_fn=lambda m, b: torch.mean(torch.abs(m(b.y) - b.target) ** 2), dataset=_ComplexData(),
+                  collate_fn=collate, batch_size=4, optimizer=opt, epochs=30, out_dir=tmp_path, progress=False)
+    assert history.epochs[-1]["train_loss"] < 1e-2 * history.epochs[0]["train_loss"]
+    ck = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert ck["model_state"]["w"].dtype == torch.complex64
+    torch.testing.assert_close(ck["model_state"]["w"], torch.full((6,), 0.5 + 0j), atol=0.05, rtol=0)

@@ -14,7 +14,8 @@ single process), cut into batches; a checkpoint records the order, the position 
 it, the optimiser, scheduler, hook state, the running epoch sums and the torch, numpy
 and python RNG states. ``resume=True`` restores all of it and replays the rest of the
 epoch, so on CPU a run killed at any moment (SIGKILL loses at most
-``checkpoint_every`` steps; SIGINT checkpoints at the next step boundary) ends with
+``checkpoint_every`` steps; SIGINT and SIGTERM checkpoint at the next step boundary
+and stop, with ``KeyboardInterrupt`` and ``SystemExit(143)``) ends with
 the same weights and metrics, bit for bit, as an uninterrupted one. With
 ``num_workers > 0`` the dataset must draw its randomness from (seed, epoch, index),
 not from the global generators.
@@ -255,16 +256,18 @@ def fit(
     if tensorboard and main:
         writer = _summary_writer(out / "tensorboard", purge_step=global_step if history.resumed_from_step is not None else None)
 
-    interrupted = threading.Event()
-    old_handler = None
+    stop: list[int] = []  # the signal that asked us to stop
+    old_handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.getsignal(signal.SIGINT)
 
-        def _on_sigint(signum: int, frame: Any) -> None:
-            interrupted.set()
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
+        def _on_signal(signum: int, frame: Any) -> None:
+            stop.append(signum)
+            for sig, handler in old_handlers.items():  # a second signal acts at once
+                signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else handler)
 
-        signal.signal(signal.SIGINT, _on_sigint)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old_handlers[sig] = signal.getsignal(sig)
+            signal.signal(sig, _on_signal)
 
     bar = Progress(enabled=progress and main, epochs=epochs)
     order: list[int] = []
@@ -306,8 +309,10 @@ def fit(
                         writer.add_scalar("train/loss_step", loss_value, global_step)
                     if checkpoint_every is not None and global_step % checkpoint_every == 0:
                         save()
-                    if any_rank(interrupted.is_set()):
+                    if any_rank(bool(stop)):
                         save()
+                        if stop and stop[0] == signal.SIGTERM:
+                            raise SystemExit(128 + signal.SIGTERM)
                         raise KeyboardInterrupt
                 metrics = epoch_metrics(acc, epoch, global_step, optimizer)
                 if val_dataset is not None:
@@ -328,8 +333,8 @@ def fit(
                 epoch, step_in_epoch, acc, order = epoch + 1, 0, EpochSums(), []  # next epoch: nothing done yet
                 save()
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
         if writer is not None:
             writer.close()
     D.barrier()
