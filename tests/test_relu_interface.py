@@ -25,23 +25,14 @@ from convexrecon.solvers import (ADMMGated, Columnwise, ConvReLUAugLag, FISTA, M
                                  Solver, solve)
 from convexrecon.solvers.solve import Entry, register
 from test_relu import make_data
+from test_relu_conv import _data, _one_thread  # noqa: F401  (the autouse fixture applies here)
 
 D64 = torch.float64
 ROOT = Path(convexrecon.__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def _images(n=4, c=1, co=1, h=8, w=8, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, c, h, w, generator=g, dtype=D64),
-            torch.randn(n, co, h, w, generator=g, dtype=D64))
+def _images(n=4, c=1, co=1, seed=0):
+    return _data(n=n, c=c, co=co, seed=seed)
 
 
 # -- import graph ------------------------------------------------------------------------
