@@ -90,10 +90,15 @@ class Hooks:
 
 @dataclass
 class History:
-    """What :func:`fit` did: per-epoch metrics, per-step losses (``nan`` when skipped)."""
+    """What :func:`fit` did: per-epoch metrics, per-step losses (``nan`` when skipped).
+
+    ``epoch_time_s`` (wall seconds of each epoch's training part, summed over
+    interruptions) is kept apart from the metrics, which a resume reproduces exactly.
+    """
 
     epochs: list[dict[str, float]] = field(default_factory=list)
     step_loss: list[float] = field(default_factory=list)
+    epoch_time_s: list[float] = field(default_factory=list)
     out_dir: Path | None = None
     checkpoint: Path | None = None
     resumed_from_step: int | None = None
@@ -101,7 +106,8 @@ class History:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready copy; non-finite numbers become ``null``."""
         return {"epochs": [{k: _finite(v) for k, v in e.items()} for e in self.epochs],
-                "step_loss": [_finite(v) for v in self.step_loss], "steps": len(self.step_loss)}  # fmt: skip
+                "step_loss": [_finite(v) for v in self.step_loss], "steps": len(self.step_loss),
+                "epoch_time_s": self.epoch_time_s}  # fmt: skip
 
 
 def _finite(value: Any) -> Any:
@@ -174,7 +180,7 @@ def fit(
         resume: continue from ``out_dir/checkpoint.pt`` if it exists (else start fresh).
             Without it, an existing checkpoint in ``out_dir`` is an error. The resumed
             run's weights, ``History`` and ``metrics.json`` equal the uninterrupted run's
-            (on CPU bit for bit; ``time_s``, the wall time, aside).
+            (on CPU bit for bit; wall times aside).
         checkpoint_every: also checkpoint every this many steps (mid-epoch).
         model_spec: ``{"factory": "pkg.mod:fn", "kwargs": {...}}`` for ``load_model``;
             defaults to ``model.model_spec`` (set by :func:`build_model`).
@@ -201,6 +207,7 @@ def fit(
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     history = History(out_dir=out, checkpoint=ckpt_path)
     epoch, step_in_epoch, global_step = 0, 0, 0
+    elapsed, t0 = 0.0, time.perf_counter()
     acc = EpochSums()
     saved_order: list[int] | None = None
 
@@ -222,6 +229,8 @@ def fit(
         acc = EpochSums(float(a["loss_sum"]), float(a["count"]), int(a["skipped"]), {k: list(v) for k, v in a["extra"].items()})
         history.epochs = list(ck["history"]["epochs"])
         history.step_loss = ck["history"]["step_loss"].tolist()
+        history.epoch_time_s = list(ck["history"]["epoch_time_s"])
+        elapsed = float(ck["history"]["elapsed_in_epoch"])
         history.resumed_from_step = global_step
         per_rank = ck["per_rank"][rank]
         saved_order = per_rank["order"].tolist()
@@ -242,7 +251,9 @@ def fit(
             "step_in_epoch": step_in_epoch,
             "global_step": global_step,
             "epoch_sums": acc.state(),
-            "history": {"epochs": history.epochs, "step_loss": torch.tensor(history.step_loss, dtype=torch.float64)},
+            "history": {"epochs": history.epochs, "step_loss": torch.tensor(history.step_loss, dtype=torch.float64),
+                        "epoch_time_s": history.epoch_time_s,
+                        "elapsed_in_epoch": elapsed + time.perf_counter() - t0 if step_in_epoch else 0.0},
             "per_rank": per_rank,
         }
 
@@ -292,7 +303,7 @@ def fit(
                     num_workers=num_workers,
                     generator=torch.Generator().manual_seed(seed + epoch),
                 )
-                t0 = time.perf_counter()
+                t0 = time.perf_counter()  # the epoch's clock (``elapsed`` carries an interrupted part)
                 for idx, batch in zip(batches[step_in_epoch:], loader):
                     loss_value, skipped = train_step(
                         net, to_device(batch, device), loss_fn, optimizer, hooks, acc, len(idx), epoch, global_step,
@@ -317,7 +328,7 @@ def fit(
                 metrics = epoch_metrics(acc, epoch, global_step, optimizer)
                 if val_dataset is not None:
                     metrics.update(validate(inner, val_dataset, val_fn or loss_fn, batch_size, collate_fn, device))
-                metrics["time_s"] = time.perf_counter() - t0
+                history.epoch_time_s.append(elapsed + time.perf_counter() - t0)
                 if scheduler is not None and (scheduler_interval == "epoch" or plateau):
                     if plateau:
                         scheduler.step(metrics.get("val_loss", metrics["train_loss"]))
@@ -326,11 +337,12 @@ def fit(
                 history.epochs.append(metrics)
                 if writer is not None:
                     for key, value in metrics.items():
-                        if key not in ("epoch", "step", "time_s") and _finite(value) is not None:
+                        if key not in ("epoch", "step") and _finite(value) is not None:
                             writer.add_scalar(f"epoch/{key}", value, global_step)
                     writer.flush()
                 bar.end_epoch(metrics)
                 epoch, step_in_epoch, acc, order = epoch + 1, 0, EpochSums(), []  # next epoch: nothing done yet
+                elapsed = 0.0
                 save()
     finally:
         for sig, handler in old_handlers.items():
