@@ -372,3 +372,15 @@ def test_fit_takes_any_dataset_collate_and_complex_parameters(tmp_path):
     ck = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert ck["model_state"]["w"].dtype == torch.complex64
     torch.testing.assert_close(ck["model_state"]["w"], torch.full((6,), 0.5 + 0j), atol=0.05, rtol=0)
+
+
+def test_worker_processes_give_the_same_run(tmp_path):
+    def run(out, workers):
+        torch.manual_seed(1)
+        model = T.make_model(dropout=0.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        fit(model, loss_fn=T.loss_fn, dataset=T.TinyData(noisy=False), optimizer=opt, epochs=2, out_dir=out,
+            batch_size=6, num_workers=workers, progress=False)
+        return model
+
+    assert _same_weights(run(tmp_path / "w0", 0), run(tmp_path / "w2", 2))

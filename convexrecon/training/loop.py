@@ -167,7 +167,8 @@ def fit(
     Args:
         loss_fn: ``loss_fn(model, batch) -> loss`` or ``(loss, extras)``, ``loss`` a scalar
             mean over the batch; ``batch`` is ``collate_fn([dataset[i] for i in batch])``
-            moved to ``device``.
+            moved to ``device``. Under torch.distributed ``model`` is the DDP wrapper
+            (call it for the forward pass; ``distributed.unwrap(model)`` for attributes).
         optimizer: built over ``model``'s parameters.
         scheduler: an LR scheduler stepped every epoch (``scheduler_interval="epoch"``) or
             every optimiser step (``"step"``); ``ReduceLROnPlateau`` gets the validation
@@ -186,6 +187,8 @@ def fit(
             defaults to ``model.model_spec`` (set by :func:`build_model`).
     """
     _check_args(model, loss_fn, dataset, epochs, batch_size, checkpoint_every)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise InputError(f"fit: optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     if scheduler_interval not in ("epoch", "step"):
         raise InputError(f"fit: scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     hooks = hooks if hooks is not None else Hooks()
