@@ -33,7 +33,7 @@ __all__ = [
 
 INPUT_SUFFIXES = (".h5", ".hdf5", ".cfl", ".hdr", ".npy")
 OUTPUT_SUFFIXES = (".h5", ".npy")
-METHODS = ("l1-wavelet", "sense", "tv", "grappa", "zero-filled")
+METHODS = ("l1-wavelet", "sense", "tv", "grappa", "zero-filled", "learned")
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")
 

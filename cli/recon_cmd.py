@@ -46,7 +46,8 @@ RECON_EPILOG = "\n\n".join([
     "((C, H, W) or (S, C, H, W) complex).",
     "Coil maps are estimated by ESPIRiT. Each slice is scaled on its own, so one --lam "
     "means the same on every dataset (default 0.01 for l1-wavelet and tv; for sense "
-    "--lam is the Tikhonov weight mu, default 0.01).",
+    "--lam is the Tikhonov weight mu, default 'auto': mu and the iteration count, at "
+    "most --iters, chosen by held-out k-space).",
     "Outputs, written atomically: --out .npy holds the image (S, H, W), complex (real for "
     "grappa and zero-filled, which combine coils by root-sum-of-squares); --out .h5 holds "
     "its magnitude as dataset 'reconstruction' (fastMRI layout), full field of view; "
@@ -122,9 +123,35 @@ def _default_iters(fn: Callable[..., Any]) -> int | None:
     return None if param is None or param.default is inspect.Parameter.empty else int(param.default)
 
 
+def _learned(model: Any, kspace: torch.Tensor, sampling: Any, *, lam: Any, iters: Any,
+             device: torch.device, maps: Any = None) -> torch.Tensor:
+    """A trained model (any ``forward(y, A)`` checkpoint) on the scaled problem."""
+    import torch
+
+    from convexrecon.recon._setup import prepare
+
+    if model is None:
+        raise InputError("--method learned: expected --model MODEL (a checkpoint from "
+                         "train-layerwise, train-e2e or any learned model)")
+    if lam is not None or iters is not None:
+        raise InputError("--lam/--iters: not used by --method learned; leave them out")
+    net = model if isinstance(model, torch.nn.Module) else _load_model(model, device)
+    scaled = prepare(kspace, maps, sampling, device=device)
+    with torch.no_grad():
+        x = net(scaled.y, scaled.op)
+    return scaled.unscale(x)
+
+
+def _load_model(path: Any, device: torch.device) -> Any:
+    from convexrecon.training import load_model
+
+    return load_model(path, map_location=device)
+
+
 def reconstruct(method: str, kspace: torch.Tensor, sampling: Any, *, lam: float | str | None,
                 iters: int | None, device: torch.device, quiet: bool = False,
-                im_size: tuple[int, int] | None = None, maps: Any = None) -> torch.Tensor:
+                im_size: tuple[int, int] | None = None, maps: Any = None,
+                model: Any = None) -> torch.Tensor:
     """Call the library's reconstruction ``method`` (one of :data:`METHODS`)."""
     from convexrecon import recon as api
 
@@ -135,6 +162,8 @@ def reconstruct(method: str, kspace: torch.Tensor, sampling: Any, *, lam: float 
             raise InputError(f"--iters: not used by --method {method}; leave it out")
     if method == "zero-filled":
         return api.zero_filled(kspace, maps, sampling, im_size=im_size, device=device)
+    if method == "learned":
+        return _learned(model, kspace, sampling, lam=lam, iters=iters, device=device, maps=maps)
     if method == "grappa":
         if sampling is not None and str(sampling.dtype) != "torch.bool":
             raise InputError("--method grappa: expected Cartesian k-space with 1-D undersampling, "
@@ -147,10 +176,7 @@ def reconstruct(method: str, kspace: torch.Tensor, sampling: Any, *, lam: float 
         opts["max_iter"] = iters
     if lam is not None:
         if method == "sense":
-            if lam == "auto":
-                lam = api.choose_lambda(kspace, maps, sampling, method="sense", im_size=im_size,
-                                        device=device).lam
-            opts["mu"] = lam
+            opts["mu"] = lam  # "auto" (the default): mu and the iteration count by held-out k-space
         else:
             opts["lam"] = lam
     total = iters if iters is not None else _default_iters(fn)
@@ -206,6 +232,9 @@ def recon(
     threads: Optional[int] = typer.Option(None, "--threads", show_default="torch default",
                                           help="CPU threads for torch and BLAS (1 is often fastest on a busy machine)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    model: Optional[Path] = typer.Option(None, "--model", show_default=False,
+                                         help="--method learned: a trained model checkpoint "
+                                              "(train-layerwise, train-e2e, DEQ, MoDL)."),
 ) -> None:
     """Reconstruct undersampled multi-coil k-space.
 
@@ -231,6 +260,10 @@ def recon(
         raise InputError(f"--out: refusing to overwrite the input pair {str(path.with_suffix(''))!r}"
                          ".cfl/.hdr")
 
+    if model is not None and name != "learned":
+        raise InputError(f"--model: only used by --method learned, got --method {name}")
+    net = _load_model(model, dev) if name == "learned" and model is not None else None
+
     from convexrecon.io import load_kspace
 
     with reading(path):
@@ -245,7 +278,7 @@ def recon(
     sampling = _full_mask(data.mask, tuple(kspace.shape[-2:]))
     im_size = None
     image = reconstruct(name, kspace, sampling, lam=lam_value, iters=iters, device=dev,
-                        quiet=quiet, im_size=im_size)
+                        quiet=quiet, im_size=im_size, model=net)
     image = image.detach().cpu()
 
     zero = None

@@ -148,3 +148,38 @@ def test_bad_model_not_a_checkpoint(tmp_path):
     f.write_bytes(b"definitely not a checkpoint")
     _bad(CliRunner().invoke(app, ["evaluate", str(f), "--problem", "tiny-cartesian", "--size", "16"]),
          "model.pt")
+
+
+@pytest.fixture(scope="module")
+def kspace_file(tmp_path_factory) -> Path:
+    import numpy as np
+
+    from convexrecon.nets.layerwise_data import DataSpec, load_split
+
+    data = load_split(DataSpec(size=64, mask="cartesian-1d", center_fraction=0.25), "test", n=2)
+    f = tmp_path_factory.mktemp("k") / "k.npy"
+    np.save(f, data.kspace.numpy())
+    return f
+
+
+def test_recon_learned_applies_a_saved_model(trained, kspace_file, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "x.npy"
+    result = CliRunner().invoke(app, ["recon", str(kspace_file), "--method", "learned", "--model",
+                                      str(trained / "checkpoint.pt"), "--out", str(out), "-q"])
+    _ok(result)
+    x = np.load(out)
+    assert x.shape == (2, 64, 64) and np.isfinite(x).all() and np.abs(x).max() > 0
+
+
+def test_recon_learned_bad_model(kspace_file, tmp_path):
+    bad = tmp_path / "m.pt"
+    bad.write_text("nope")
+    out = tmp_path / "x.npy"
+    _bad(CliRunner().invoke(app, ["recon", str(kspace_file), "--method", "learned", "--model", str(bad),
+                                  "--out", str(out)]), "m.pt")
+    assert not out.exists()
+    _bad(CliRunner().invoke(app, ["recon", str(kspace_file), "--method", "learned", "--out", str(out)]),
+         "--model")
+    assert not out.exists()
