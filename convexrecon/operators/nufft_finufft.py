@@ -140,7 +140,7 @@ class FinufftBackend:
     def _run(self, data: torch.Tensor, adjoint: bool) -> np.ndarray:
         if data.device.type != "cpu":
             raise InputError(f"input: the 'finufft' backend expects CPU tensors, got {data.device}")
-        arr = data.detach().resolve_conj().contiguous().numpy()
+        arr = data.detach().resolve_conj().resolve_neg().contiguous().numpy()
         n_trans = arr.shape[0]
         with self._lock:
             plan = self._plan(n_trans, data.dtype)
