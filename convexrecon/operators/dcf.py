@@ -91,6 +91,10 @@ def pipe_menon_dcf(traj, im_size: Sequence[int], *, iters: int = 20, oversamp: f
     Returns:
         ``(K,)`` real non-negative weights on the trajectory's device, in its real
         dtype (float32 for float32 input, else float64).
+
+    The matrix holds ``K * width**ndim`` entries (about 12 bytes each, twice for its
+    transpose): 1.2M entries for 32k 2-D points, but ``width**3 = 216`` per point in
+    3-D, so large 3-D trajectories need a smaller ``width`` or a subset of points.
     """
     size = check_im_size(im_size)
     t = check_traj(traj, size)
