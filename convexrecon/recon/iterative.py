@@ -36,6 +36,7 @@ from convexrecon.recon._solve import Progress, check_iters, solve
 __all__ = ["l1_wavelet", "sense", "tv", "wavelet_levels"]
 
 DEFAULT_LAM = 0.01  # on the scaled problem; see benchmarks/quality.py
+DEFAULT_WAVELET = "db2"  # BART's dau2; see benchmarks/quality.py --peers
 DEFAULT_TV_LAM = 0.01
 DEFAULT_MU = 0.01
 
@@ -77,7 +78,7 @@ def _finish(scaled, x: torch.Tensor) -> torch.Tensor:
 
 
 def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
-               lam: float | str = DEFAULT_LAM, max_iter: int = 100, wavelet: str = "db4",
+               lam: float | str = DEFAULT_LAM, max_iter: int = 100, wavelet: str = DEFAULT_WAVELET,
                levels: int | None = None, tol: float = 0.0, im_size: Sequence[int] | None = None,
                device: torch.device | str | None = None,
                callback: Callable[[Progress], Any] | None = None, seed: int = 0,
@@ -94,7 +95,9 @@ def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
         lam: L1 weight on the scaled problem, or ``"auto"`` to choose it by k-space
             cross-validation (:func:`convexrecon.recon.choose_lambda` with ``seed``).
         max_iter: FISTA iterations (gradient restart).
-        wavelet: an orthogonal pywt wavelet.
+        wavelet: an orthogonal pywt wavelet (default ``"db2"``, Daubechies with 4
+            taps, BART's ``pics`` wavelet: with cycle spinning it beat db4 on every
+            problem of docs/BENCHMARKS.md).
         levels: wavelet levels (default: see :func:`wavelet_levels`).
         tol: stop early when the relative duality gap is at most ``tol`` (checked
             every 10 iterations; ``0`` runs ``max_iter`` iterations).
