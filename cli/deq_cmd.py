@@ -38,8 +38,11 @@ TRAIN_DEQ_EPILOG = "\n\n".join([
     "prox-grad: f(z) = R(z - eta A^H(Az - y)); cg: f(z) = (A^H A + mu I)^-1 (A^H y + mu R(z)).",
     "SHINE needs --solver broyden. A batch whose fixed point diverged takes no optimiser step; "
     "--max-diverged such batches in a row stop training. Warm start (--warm-start) reuses "
-    "each training slice's last fixed point (saved in the checkpoint); it does not exist at "
-    "inference.",
+    "each training slice's last fixed point (saved in the checkpoint) and turns the random "
+    "flips and crops off (masks and noise stay fresh every epoch); it does not exist at "
+    "inference. --skip < 1 makes the fresh denoiser R(x) = skip x + N(x) a contraction: with "
+    "skip 1 a fresh map has rho ~ 0.98, where the backward solves are slow and SHINE falls "
+    "back to JFB.",
     _COMMON,
     "[bold]Examples[/bold]",
     "  convexrecon train-deq --problem tiny-cartesian --epochs 2 --out runs/deq",
@@ -72,7 +75,7 @@ def _positive(value: float | int, option: str, *, integer: bool = False, zero: b
 
 
 def _datasets(problem: str, mask: Optional[str], size: int, limit: Optional[int],
-              val_limit: int, seed: int):
+              val_limit: int, seed: int, augment: bool):
     from torch.utils.data import Subset
 
     from convexrecon.data import CARTESIAN_KINDS, PROBLEM_SPECS, RADIAL_KINDS, MaskSpec, SliceDataset
@@ -85,7 +88,8 @@ def _datasets(problem: str, mask: Optional[str], size: int, limit: Optional[int]
         spec = MaskSpec(kind) if kind in CARTESIAN_KINDS else MaskSpec(kind)
     from convexrecon.problems.instances import NOISE_REL
 
-    train = SliceDataset(split="train", size=size, coils=coils, mask=spec, noise_rel=NOISE_REL, seed=seed)
+    train = SliceDataset(split="train", size=size, coils=coils, mask=spec, noise_rel=NOISE_REL,
+                         seed=seed, augment=augment)
     val = SliceDataset(split="val", size=size, coils=coils, mask=spec, noise_rel=NOISE_REL, seed=seed + 1)
     if limit is not None:
         train = Subset(train, list(range(min(limit, len(train)))))
@@ -145,7 +149,9 @@ def _run(model_spec: dict, *, problem: str, mask: Optional[str], size: int, limi
     from convexrecon.implicit.warmstart import WarmStartCache
     from convexrecon.training import build_model, fit, seed_everything
 
-    train, val = _datasets(problem, mask, size, limit, val_limit, seed)
+    # a flipped or cropped slice would make its cached fixed point stale: warm starts
+    # train without flips and crops (masks and noise are still fresh every epoch)
+    train, val = _datasets(problem, mask, size, limit, val_limit, seed, augment=not warm_start)
     seed_everything(seed)
     model = build_model(model_spec)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
@@ -175,6 +181,7 @@ _OPT = dict(
     denoiser=typer.Option("cnn", "--denoiser", help="cnn (residual CNN) or unet (small U-Net)."),
     features=typer.Option(32, "--features", help="Denoiser channels."),
     depth=typer.Option(5, "--depth", help="Residual CNN convolutions (unet: ignored)."),
+    skip=typer.Option(1.0, "--skip", help="Identity weight of the residual denoiser, R(x) = skip x + N(x)."),
     epochs=typer.Option(10, "--epochs"),
     batch_size=typer.Option(4, "--batch-size"),
     lr=typer.Option(1e-3, "--lr", help="Adam learning rate."),
@@ -188,14 +195,15 @@ _OPT = dict(
 )
 
 
-def _denoiser_options(denoiser: str, features: int, depth: int) -> dict:
+def _denoiser_options(denoiser: str, features: int, depth: int, skip: float) -> dict:
     name = _choice(denoiser, DENOISER_NAMES, "--denoiser")
     _positive(features, "--features", integer=True)
+    _positive(skip, "--skip", zero=True)
     if name == "cnn":
         if depth < 2:
             raise InputError(f"--depth: expected an integer >= 2, got {depth}")
-        return {"denoiser": name, "denoiser_options": {"features": features, "depth": depth}}
-    return {"denoiser": name, "denoiser_options": {"features": features}}
+        return {"denoiser": name, "denoiser_options": {"features": features, "depth": depth, "skip": skip}}
+    return {"denoiser": name, "denoiser_options": {"features": features, "skip": skip}}
 
 
 @cli_errors
@@ -203,6 +211,7 @@ def train_deq(
     problem: str = _OPT["problem"], mask: Optional[str] = _OPT["mask"], size: int = _OPT["size"],
     limit: Optional[int] = _OPT["limit"], val_limit: int = _OPT["val_limit"],
     denoiser: str = _OPT["denoiser"], features: int = _OPT["features"], depth: int = _OPT["depth"],
+    skip: float = _OPT["skip"],
     dc: str = typer.Option("prox-grad", "--dc", help="prox-grad or cg (exact data consistency)."),
     solver: str = typer.Option("anderson", "--solver", help="anderson, broyden or picard."),
     backward: str = typer.Option("ift", "--backward", help="ift, jfb, shine or shine-refine."),
@@ -227,7 +236,7 @@ def train_deq(
     _positive(max_iter, "--max-iter", integer=True)
     _positive(tol, "--tol")
     _positive(jac_reg, "--jac-reg", zero=True)
-    kwargs = dict(_denoiser_options(denoiser, features, depth), dc=dc_name,
+    kwargs = dict(_denoiser_options(denoiser, features, depth, skip), dc=dc_name,
                   spectral_norm=spectral_norm, solver=solver_name, backward=backward_name,
                   max_iter=max_iter, tol=tol, jac_reg=jac_reg, monitor_rho=False)
     spec = {"factory": "convexrecon.implicit.factory:build_deq", "kwargs": kwargs}
@@ -244,6 +253,7 @@ def train_unrolled(
     problem: str = _OPT["problem"], mask: Optional[str] = _OPT["mask"], size: int = _OPT["size"],
     limit: Optional[int] = _OPT["limit"], val_limit: int = _OPT["val_limit"],
     denoiser: str = _OPT["denoiser"], features: int = _OPT["features"], depth: int = _OPT["depth"],
+    skip: float = _OPT["skip"],
     epochs: int = _OPT["epochs"], batch_size: int = _OPT["batch_size"], lr: float = _OPT["lr"],
     device: str = _OPT["device"], seed: int = _OPT["seed"], out: Path = _OPT["out"],
     resume: bool = _OPT["resume"], tensorboard: bool = _OPT["tensorboard"],
@@ -252,7 +262,7 @@ def train_unrolled(
     """Train an unrolled baseline (MoDL-K) end to end."""
     _choice(model, UNROLLED_NAMES, "--model")
     _positive(iterations, "--iterations", integer=True)
-    kwargs = dict(_denoiser_options(denoiser, features, depth), iterations=iterations)
+    kwargs = dict(_denoiser_options(denoiser, features, depth, skip), iterations=iterations)
     spec = {"factory": "convexrecon.nets.unrolled:build_modl", "kwargs": kwargs}
     _run(spec, problem=problem, mask=mask, size=size, limit=limit, val_limit=val_limit,
          epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=out,

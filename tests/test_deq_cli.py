@@ -16,7 +16,8 @@ from convexrecon.nets.denoisers import ResidualCNN
 from convexrecon.training import fit, load_checkpoint, load_model
 
 TINY = ["--problem", "tiny-cartesian", "--size", "16", "--limit", "2", "--val-limit", "1",
-        "--features", "4", "--depth", "2", "--batch-size", "2", "--quiet", "--threads", "1"]
+        "--features", "4", "--depth", "2", "--skip", "0.8", "--batch-size", "2", "--quiet",
+        "--threads", "1"]
 
 
 def _ok(result):
@@ -71,6 +72,7 @@ def test_train_unrolled_modl(tmp_path):
     (["--problem", "nope"], ("--problem",)),
     (["--mask", "spiral"], ("--mask",)),
     (["--jac-reg", "-1"], ("--jac-reg",)),
+    (["--skip", "-1"], ("--skip",)),
     (["--device", "tpu"], ()),
 ])
 def test_train_deq_bad_input_exits_2(tmp_path, extra, words):

@@ -12,7 +12,8 @@ no longer moves ``z`` stops the sample as ``"stagnated"``; a blown-up or NaN res
 stops it as ``"diverged"``. When the memory is full the oldest pair is overwritten.
 
 The solver returns the lowest-residual iterate, and ``stats.inverse_jacobian`` is
-the ``B`` held *at that iterate* (a :class:`BroydenInverse`): SHINE uses
+the ``B`` held *at that iterate* (a :class:`BroydenInverse`, trimmed to the memory
+slots that were filled, since the backward pass keeps it alive): SHINE uses
 ``-B^T g`` in place of the IFT solve ``(I - J_f^T)^-1 g``.
 """
 
@@ -114,6 +115,7 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
         U = x.new_zeros(n, memory, d)
         V = x.new_zeros(n, memory, d)
         head = torch.zeros(n, dtype=torch.long, device=x.device)
+        filled = torch.zeros_like(head)  # pairs stored so far (capped at memory)
         rows = torch.arange(n, device=x.device)
         fx, g = run.evaluate(x)
         run.record(x, fx, g, 0)
@@ -146,6 +148,7 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
             U[rows, head] = torch.where(okc, u, U[rows, head])
             V[rows, head] = torch.where(okc, v, V[rows, head])
             head = torch.where(ok, (head + 1) % memory, head)
+            filled = torch.where(ok, torch.clamp(filled + 1, max=memory), filled)
             x = torch.where(live[:, None], x_new, x)
             g = torch.where(live[:, None], g_new, g)
             run.record(x, fx, g, k + 1)
@@ -153,5 +156,8 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
             best_U = torch.where(imp, U, best_U)
             best_V = torch.where(imp, V, best_V)
     z, stats = run.result()
-    stats.inverse_jacobian = BroydenInverse(best_U, best_V, z.shape, z.dtype)
+    # keep only the slots that hold pairs (the backward pass holds B until it runs)
+    used = max(1, min(memory, int(filled.max()) if filled.numel() else 1))
+    stats.inverse_jacobian = BroydenInverse(best_U[:, :used].clone(), best_V[:, :used].clone(),
+                                            z.shape, z.dtype)
     return z, stats

@@ -49,7 +49,8 @@ def _forward(model: nn.Module, batch: Any, warm: WarmStartCache | None) -> torch
     y = batch.kspace
     inner = unwrap(model)
     if isinstance(inner, DEQ) and warm is not None:
-        z0 = warm.start(batch.index, A.adjoint(y))
+        z0, hit = warm.lookup(batch.index, A.adjoint(y))
+        z0 = warm.data_consistent(z0, hit, y, A)
         x = model(y, A, z0=z0)
         keep = ~inner.last_info.diverged.reshape(-1)
         warm.update(batch.index, x.detach(), keep=keep)

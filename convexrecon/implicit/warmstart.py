@@ -47,18 +47,38 @@ class WarmStartCache:
 
         A cached point of another shape (a different crop) is ignored.
         """
+        return self.lookup(ids, default)[0]
+
+    def lookup(self, ids: Sequence[int] | torch.Tensor,
+               default: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`start`, and the ``(B,)`` bool mask of the rows found in the cache."""
         keys = self._ids(ids)
         if len(keys) != default.shape[0]:
             raise InputError(f"ids: expected {default.shape[0]} ids (the batch), got {len(keys)}")
         out = default.detach().clone()
+        hit = torch.zeros(len(keys), dtype=torch.bool, device=out.device)
         for row, key in enumerate(keys):
             z = self._store.get(key)
             if z is not None and z.shape == out.shape[1:]:
                 out[row] = z.to(device=out.device, dtype=out.dtype)
+                hit[row] = True
                 self.hits += 1
             else:
                 self.misses += 1
-        return out
+        return out, hit
+
+    @staticmethod
+    def data_consistent(z: torch.Tensor, hit: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
+        """Cached rows moved one gradient step towards the new data: ``z - A^H(A z - y)``.
+
+        A training sample gets a fresh mask and noise every epoch, so its cached point
+        does not fit the new k-space; on a scaled problem (``||A^H A|| <= 1``) this step
+        replaces the sampled content by the new data and keeps the rest.
+        """
+        with torch.no_grad():
+            moved = z - A.adjoint(A.forward(z) - y)
+        mask = hit.reshape(hit.shape + (1,) * (z.ndim - hit.ndim))
+        return torch.where(mask, moved, z)
 
     def update(self, ids: Sequence[int] | torch.Tensor, z: torch.Tensor,
                keep: torch.Tensor | None = None) -> None:
