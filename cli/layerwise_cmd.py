@@ -214,3 +214,76 @@ def evaluate_cmd(
     t.add_row("zero-filled", f"{statistics.mean(z['psnr']):.2f}", f"{statistics.mean(z['ssim']):.4f}")
     stdout_console().print(t)
     stdout_console().print(f"gain vs zero-filled: {mean:+.2f} dB (95% CI {lo:+.2f} .. {hi:+.2f})")
+
+
+@cli_errors
+def train_e2e_cmd(
+    arch: str = typer.Option("gated", "--arch", help="gated (the layer-wise architecture) or unet."),
+    like: Optional[Path] = typer.Option(None, "--like", help="A layer-wise checkpoint: copy its block shapes."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Blocks (without --like)."),
+    kernel: Optional[int] = typer.Option(None, "--kernel", help="Odd kernel size (without --like)."),
+    patterns: Optional[int] = typer.Option(None, "--patterns", help="Gates per block; width 2P (without --like)."),
+    no_dc: bool = typer.Option(False, "--no-dc", help="No data consistency."),
+    dc_mu: float = typer.Option(0.1, "--dc-mu", help="Data-consistency weight mu."),
+    epochs: int = typer.Option(10, "--epochs", help="Epochs of Adam."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (halved every 10 epochs)."),
+    batch_size: int = typer.Option(4, "--batch-size"),
+    problem: Optional[str] = typer.Option(None, "--problem", help="A simulated problem's sampling and coils."),
+    data: Optional[Path] = typer.Option(None, "--data", help="A folder of fastMRI .h5 files."),
+    mask: str = typer.Option("poisson", "--mask", help="poisson or cartesian-1d."),
+    accel: float = typer.Option(4.0, "--accel", help="Acceleration."),
+    center_fraction: float = typer.Option(0.08, "--center-fraction", help="Centre fraction (1-D masks)."),
+    noise: float = typer.Option(0.05, "--noise", help="Noise relative to the measured RMS."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(Path("e2e-out"), "--out", help="Output folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard files."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="tiny, cpu or paper (data sizes)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train an end-to-end baseline (Adam) with the layer-wise trainer's data options."""
+    from convexrecon.nets.e2e_baselines import SubsetDataset, train_e2e
+    from convexrecon.nets.layerwise_data import _dataset, _indices
+    from convexrecon.training import build_model, load_checkpoint
+
+    dev = parse_device(device)
+    err = stderr_console()
+    _, p = _preset(preset, dev, err)
+    if arch not in ("gated", "unet"):
+        raise InputError(f"--arch: expected gated or unet, got {arch!r}")
+    spec = _data_spec(problem, data, p["size"], mask, accel, center_fraction, noise, seed)
+    mu = None if no_dc else dc_mu
+    if arch == "unet":
+        model_spec = {"factory": "convexrecon.nets.e2e_baselines:unet_recon",
+                      "kwargs": {"features": 16, "levels": 2, "dc_mu": mu, "seed": seed}}
+    else:
+        if like is not None:
+            blocks = load_checkpoint(like)["model_spec"]["kwargs"]["blocks"]
+        else:
+            k, P, L = kernel or p["kernel"], patterns or p["patterns"], layers or p["layers"]
+            if k < 1 or k % 2 == 0:
+                raise InputError(f"--kernel: expected an odd integer >= 1, got {k}")
+            blocks, cin = [], 3
+            for _ in range(L):
+                blocks.append(dict(n_gates=P, in_channels=cin, kernel=k, width=2 * P, c_out=2,
+                                   padding="zeros", bias=True))
+                cin = 2 * P + 1
+        model_spec = {"factory": "convexrecon.nets.e2e_baselines:gated_e2e_net",
+                      "kwargs": {"blocks": blocks, "dc_mu": mu, "seed": seed}}
+    model = build_model(model_spec)
+    tr_ds, va_ds = _dataset(spec, "train"), _dataset(spec, "val")
+    folder = spec.data_dir is not None
+    train = SubsetDataset(tr_ds, _indices(len(tr_ds), p["n_train"], "train", folder))
+    val = SubsetDataset(va_ds, _indices(len(va_ds), p["n_val"], "val", folder))
+    hist = train_e2e(model, model_spec=model_spec, train=train, val=val, epochs=epochs, out_dir=str(out),
+                     lr=lr, batch_size=batch_size, resume=resume, seed=seed, device=str(dev),
+                     tensorboard=tensorboard, progress=not quiet)
+    t = Table(title=f"end-to-end {arch}")
+    for col in ("epoch", "train loss", "val loss", "val PSNR"):
+        t.add_column(col, justify="right")
+    for e in hist.epochs:
+        t.add_row(str(e.get("epoch")), f"{e.get('train_loss', float('nan')):.4g}",
+                  f"{e.get('val_loss', float('nan')):.4g}", f"{e.get('val_psnr', float('nan')):.2f}")
+    stdout_console().print(t)
+    stdout_console().print(f"wrote {out}/checkpoint.pt and metrics.json")

@@ -16,7 +16,8 @@ import typer
 from convexrecon.cli._errors import cli_errors
 from convexrecon.cli.demo_cmd import DEMO_EPILOG, demo
 from convexrecon.cli.info_cmd import INFO_EPILOG, info, problems
-from convexrecon.cli.layerwise_cmd import LAYERWISE_EPILOG, evaluate_cmd, train_layerwise_cmd
+from convexrecon.cli.layerwise_cmd import (LAYERWISE_EPILOG, evaluate_cmd, train_e2e_cmd,
+                                           train_layerwise_cmd)
 from convexrecon.cli.recon_cmd import RECON_EPILOG, recon
 from convexrecon.cli.deq_cmd import TRAIN_DEQ_EPILOG, TRAIN_UNROLLED_EPILOG, train_deq, train_unrolled
 
@@ -64,6 +65,7 @@ app.command("problems")(problems)
 app.command("train-deq", epilog=TRAIN_DEQ_EPILOG)(train_deq)
 app.command("train-unrolled", epilog=TRAIN_UNROLLED_EPILOG)(train_unrolled)
 app.command("train-layerwise", epilog=LAYERWISE_EPILOG)(train_layerwise_cmd)
+app.command("train-e2e")(train_e2e_cmd)
 app.command("evaluate")(evaluate_cmd)
 
 

@@ -183,3 +183,16 @@ def test_recon_learned_bad_model(kspace_file, tmp_path):
     _bad(CliRunner().invoke(app, ["recon", str(kspace_file), "--method", "learned", "--out", str(out)]),
          "--model")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("arch", ["gated", "unet"])
+def test_train_e2e_tiny(trained, tmp_path, arch):
+    out = tmp_path / arch
+    args = ["train-e2e", *TINY_ARGS, "--arch", arch, "--epochs", "1", "--out", str(out)]
+    if arch == "gated":
+        args += ["--like", str(trained / "checkpoint.pt")]
+    _ok(CliRunner().invoke(app, args))
+    net = load_model(out / "checkpoint.pt")
+    if arch == "gated":
+        assert net.widths() == load_model(trained / "checkpoint.pt").widths()
+    assert json.loads((out / "metrics.json").read_text())["epochs"]
