@@ -180,8 +180,18 @@ def reconstruct(method: str, kspace: torch.Tensor, sampling: Any, *, lam: float 
         else:
             opts["lam"] = lam
     total = iters if iters is not None else _default_iters(fn)
-    with SolveProgress(total, method, enabled=not quiet) as bar:
-        return fn(kspace, maps, sampling, callback=bar.callback(), **opts)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", api.GridEdgeWarning)
+        with SolveProgress(total, method, enabled=not quiet) as bar:
+            image = fn(kspace, maps, sampling, callback=bar.callback(), **opts)
+    for w in caught:  # one plain line each (e.g. lam='auto' at the edge of its grid)
+        if issubclass(w.category, api.GridEdgeWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return image
 
 
 def _full_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor | None:

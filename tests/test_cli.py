@@ -178,11 +178,27 @@ def test_recon_slice_selection_and_progress(runner, data_dir, tmp_path):
 
 
 def test_recon_auto_lambda(runner, data_dir, tmp_path):
+    """--lam auto is the library's k-space cross-validated weight: the image equals
+    l1_wavelet with the weight choose_lambda picks, not the default weight's image,
+    and a choice at the edge of the weights tried is reported on stderr."""
+    import warnings
+
+    from convexrecon import recon
+
     out = tmp_path / "r.npy"
     result = runner.invoke(app, ["recon", str(data_dir / "k.npy"), "--slice", "0", "--lam",
                                  "auto", "--iters", "4", "--out", str(out), "-q", *ONE])
     _ok(result)
-    assert np.isfinite(np.load(out)).all()
+    got = torch.from_numpy(np.load(out))
+    k = torch.from_numpy(np.load(data_dir / "k.npy"))[:1]
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        choice = recon.choose_lambda(k, max_iter=4)
+    want = recon.l1_wavelet(k, lam=choice.lam, max_iter=4)
+    default = recon.l1_wavelet(k, max_iter=4)
+    assert float((got - want).norm() / want.norm()) < 1e-5
+    assert float((got - default).norm() / default.norm()) > 1e-3
+    assert ("warning: lam='auto'" in result.stderr) == choice.at_edge
 
 
 # -- bad input -----------------------------------------------------------------------

@@ -38,7 +38,7 @@ __all__ = ["l1_wavelet", "sense", "tv", "wavelet_levels"]
 DEFAULT_LAM = 0.01  # on the scaled problem; see benchmarks/quality.py
 DEFAULT_WAVELET = "db2"  # BART's dau2; see benchmarks/quality.py --peers
 DEFAULT_TV_LAM = 0.01
-DEFAULT_MU = 0.01
+DEFAULT_MU = "auto"  # mu and the iteration count by held-out k-space
 
 
 def wavelet_levels(im_size: Sequence[int], wavelet: str = "db4", levels: int | None = None) -> int:
@@ -133,29 +133,40 @@ def l1_wavelet(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
     return _finish(scaled, x)
 
 
-def sense(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *, mu: float = DEFAULT_MU,
-          max_iter: int = 50, tol: float = 1e-6, im_size: Sequence[int] | None = None,
-          device: torch.device | str | None = None,
-          callback: Callable[[Progress], Any] | None = None) -> torch.Tensor:
+def sense(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
+          mu: float | str = DEFAULT_MU, max_iter: int = 50, tol: float = 1e-6,
+          im_size: Sequence[int] | None = None, device: torch.device | str | None = None,
+          callback: Callable[[Progress], Any] | None = None, seed: int = 0) -> torch.Tensor:
     """CG-SENSE: ``min_x 1/2 ||A_s x - y_s||^2 + mu/2 ||x||^2`` by conjugate gradients.
 
     Args:
         kspace, maps, mask_or_traj: see the module docstring.
-        mu: Tikhonov weight on the scaled problem (``0`` for plain least squares).
-        max_iter: CG iterations at most.
+        mu: Tikhonov weight on the scaled problem (``0`` for plain least squares), or
+            ``"auto"`` (the default): ``mu`` *and* the iteration count are chosen by
+            held-out k-space (:func:`convexrecon.recon.choose_sense`), and CG runs
+            that many iterations, since early stopping is CG-SENSE's main
+            regulariser on noisy data.
+        max_iter: CG iterations at most (with ``"auto"``: the most considered).
         tol: stop when the relative normal-equation residual is at most ``tol``;
             every slice of a batch is its own system and stops at its own
             tolerance, so a batch gives the slice-by-slice results.
         im_size, device, callback: as :func:`l1_wavelet`.
+        seed: the held-out draw of single-coil data when ``mu == "auto"``.
 
     Returns:
         The complex image ``(*batch, H, W)`` at the scale of the input.
     """
     max_iter = check_iters(max_iter)
     tol = check_positive(tol, "tol", strict=False)
-    mu = _lam(mu, "mu")
+    mu = mu if mu == "auto" else _lam(mu, "mu")
     scaled = prepare(kspace, maps, mask_or_traj, im_size=im_size, device=device)
-    x = solve("sense", scaled.op, scaled.y, mu, max_iter=max_iter, tol=tol, callback=callback)
+    iters = max_iter
+    if mu == "auto":
+        from convexrecon.recon.sense_auto import choose_sense_on
+
+        choice = choose_sense_on(scaled, max_iter=max_iter, tol=tol, seed=seed)
+        mu, iters = choice.mu, choice.iters
+    x = solve("sense", scaled.op, scaled.y, mu, max_iter=iters, tol=tol, callback=callback)
     return _finish(scaled, x)
 
 

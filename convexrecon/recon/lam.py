@@ -18,11 +18,18 @@ The rule (:func:`choose_lambda`):
    the held-out samples, ``||P (A_s x) - P y_s||^2 / ||P y_s||^2`` (``P`` selects the
    held-out samples, summed over coils and slices), and pick the smallest score
    (the smaller weight on ties). One weight serves the whole volume.
+5. The default grid extends itself downward: while the best weight is the
+   smallest tried, weights one step (1, 3, 10, ...) smaller are tried too, down to
+   ``LAMBDA_FLOOR`` (1e-6), until one scores worse. If the choice is still at an
+   edge of what was tried (the largest weight, or the floor; or either edge of a
+   grid the caller gave), a :class:`GridEdgeWarning` says so: the best weight may
+   lie outside.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -33,7 +40,15 @@ from convexrecon.errors import InputError
 from convexrecon.recon._setup import Scaled, prepare
 from convexrecon.recon._solve import METHODS, check_iters, solve
 
-__all__ = ["LambdaChoice", "choose_lambda", "choose_on", "DEFAULT_GRIDS"]
+__all__ = ["LambdaChoice", "choose_lambda", "choose_on", "DEFAULT_GRIDS", "LAMBDA_FLOOR",
+           "GridEdgeWarning"]
+
+LAMBDA_FLOOR = 1e-6
+"""The smallest weight the default grid extends down to."""
+
+
+class GridEdgeWarning(UserWarning):
+    """The chosen weight is at an edge of the weights tried."""
 
 DEFAULT_GRIDS: dict[str, tuple[float, ...]] = {
     "l1_wavelet": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
@@ -53,6 +68,8 @@ class LambdaChoice:
         holdout: the fraction of measured samples held out.
         n_heldout: how many samples (locations) were held out in all.
         seed: the seed of the held-out draw.
+        at_edge: whether the choice is at an edge of the weights tried (a
+            :class:`GridEdgeWarning` was issued).
     """
 
     lam: float
@@ -61,6 +78,7 @@ class LambdaChoice:
     holdout: float
     n_heldout: int
     seed: int
+    at_edge: bool = False
 
 
 def _draw(candidates: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
@@ -149,15 +167,48 @@ def choose_on(scaled: Scaled, method: str, *, grid: Sequence[float] | None = Non
     sub = scaled.with_sampling(train, y_train)
     scores: dict[float, float] = {}
     x = None
+
+    def score(lam: float, x0):
+        x = solve(method, sub.op, sub.y, lam, max_iter=max_iter, x0=x0, **(opts or {}))
+        pred, target = predict(x)
+        den = float(torch.sum(target.abs() ** 2))
+        scores[lam] = float(torch.sum((pred - target).abs() ** 2)) / (den if den > 0 else 1.0)
+        return x
+
     with torch.no_grad():
         for lam in reversed(cands):
-            x = solve(method, sub.op, sub.y, lam, max_iter=max_iter, x0=x, **(opts or {}))
-            pred, target = predict(x)
-            den = float(torch.sum(target.abs() ** 2))
-            scores[lam] = float(torch.sum((pred - target).abs() ** 2)) / (den if den > 0 else 1.0)
-    best = min(cands, key=lambda g: (scores[g], g))
-    return LambdaChoice(lam=best, grid=cands, scores=tuple(scores[g] for g in cands),
-                        holdout=holdout, n_heldout=n_held, seed=int(seed))
+            x = score(lam, x)
+        if grid is None:  # extend the default grid downward while its smallest weight wins
+            for lam in _below(min(scores), LAMBDA_FLOOR):
+                if min(scores, key=lambda g: (scores[g], g)) != min(scores):
+                    break
+                x = score(lam, x)
+    tried = tuple(sorted(scores))
+    best = min(tried, key=lambda g: (scores[g], g))
+    at_edge = len(tried) > 1 and best in (tried[0], tried[-1])
+    if at_edge:
+        side = "largest" if best == tried[-1] else "smallest"
+        floor = " (the floor)" if grid is None and best == tried[0] else ""
+        warnings.warn(f"lam='auto' ({method}): the choice {best:g} is the {side} weight tried"
+                      f"{floor}, in [{tried[0]:g}, {tried[-1]:g}]; the best weight may lie outside "
+                      "(pass grid= to choose_lambda, or a number)", GridEdgeWarning, stacklevel=3)
+    return LambdaChoice(lam=best, grid=tried, scores=tuple(scores[g] for g in tried),
+                        holdout=holdout, n_heldout=n_held, seed=int(seed), at_edge=at_edge)
+
+
+def _below(top: float, floor: float) -> list[float]:
+    """The weights ``{1, 3} x 10^k`` below ``top`` down to ``floor``, descending."""
+    out = []
+    k = math.floor(math.log10(top)) + 1
+    while True:
+        for m in (3.0, 1.0):
+            v = m * 10.0 ** k
+            if v < top * (1 - 1e-9) and v >= floor * (1 - 1e-9):
+                out.append(float(f"{v:.12g}"))
+        if 10.0 ** k <= floor:
+            break
+        k -= 1
+    return out
 
 
 def choose_lambda(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
