@@ -118,6 +118,14 @@ class Operator:
         self._check_input(x, self.ishape, "autograd_apply")
         return _LinearFunction.apply(x, self)
 
+    def to_scipy(self):
+        """This operator as a ``scipy.sparse.linalg.LinearOperator`` on flattened
+        vectors (``matvec`` = forward, ``rmatvec`` = adjoint), for ``lsqr`` and friends;
+        see :mod:`convexrecon.operators.scipy_interop`."""
+        from convexrecon.operators.scipy_interop import to_scipy
+
+        return to_scipy(self)
+
     # -- algebra ------------------------------------------------------------------
     @property
     def H(self) -> "Operator":
