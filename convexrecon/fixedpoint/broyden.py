@@ -9,11 +9,13 @@ Sherman-Morrison form of Broyden's update appends::
 
 Guards, per sample: an update with a vanishing denominator is skipped; a step that
 no longer moves ``z`` stops the sample as ``"stagnated"``; a blown-up or NaN residual
-stops it as ``"diverged"``. When the memory is full the oldest pair is overwritten.
+stops it as ``"diverged"``. The pairs are stored one per iteration (only as many as
+the iterations run, not ``memory`` preallocated slots); once there are ``memory`` of
+them the oldest drops out.
 
 The solver returns the lowest-residual iterate, and ``stats.inverse_jacobian`` is
-the ``B`` held *at that iterate* (a :class:`BroydenInverse`, trimmed to the memory
-slots that were filled, since the backward pass keeps it alive): SHINE uses
+the ``B`` held *at that iterate* (a :class:`BroydenInverse` holding only the pairs in
+effect there, since the backward pass keeps it alive): SHINE uses
 ``-B^T g`` in place of the IFT solve ``(I - J_f^T)^-1 g``.
 """
 
@@ -79,14 +81,55 @@ class BroydenInverse:
         return self.U.numel() * self.U.element_size() * 2
 
 
-def _apply(U: torch.Tensor, V: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``B x`` on flat ``(n, d)``."""
-    return -x + torch.einsum("nmd,nm->nd", U, torch.einsum("nmd,nd->nm", V, x))
+class _Pairs:
+    """The ``(u, v)`` pairs of ``B = -I + sum_k u_k v_k^T``, one ``(n, d)`` pair per
+    iteration (zero rows where a sample's update was skipped), so a sample's ``B``
+    depends on its own updates only. The last ``memory`` pairs are active; older ones
+    are kept only while some sample's best ``B`` still uses them."""
 
+    def __init__(self, memory: int) -> None:
+        self.memory = memory
+        self.store: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.next_id = 0
 
-def _apply_t(U: torch.Tensor, V: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``B^T x`` on flat ``(n, d)``."""
-    return -x + torch.einsum("nmd,nm->nd", V, torch.einsum("nmd,nd->nm", U, x))
+    @property
+    def active_lo(self) -> int:
+        return max(0, self.next_id - self.memory)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x`` on flat ``(n, d)``."""
+        out = -x
+        for k in range(self.active_lo, self.next_id):
+            u, v = self.store[k]
+            out = out + u * (v * x).sum(dim=1, keepdim=True)
+        return out
+
+    def apply_t(self, x: torch.Tensor) -> torch.Tensor:
+        """``B^T x`` on flat ``(n, d)``."""
+        out = -x
+        for k in range(self.active_lo, self.next_id):
+            u, v = self.store[k]
+            out = out + v * (u * x).sum(dim=1, keepdim=True)
+        return out
+
+    def append(self, u: torch.Tensor, v: torch.Tensor, keep_from: int) -> None:
+        self.store[self.next_id] = (u, v)
+        self.next_id += 1
+        for k in [k for k in self.store if k < min(self.active_lo, keep_from)]:
+            del self.store[k]
+
+    def gather(self, lo: torch.Tensor, hi: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, m, d)`` ``U, V`` of each sample's pairs ``[lo_i, hi_i)`` (zero-padded)."""
+        n, d = like.shape
+        lo_l, hi_l = lo.tolist(), hi.tolist()
+        m = max([1] + [h - l for l, h in zip(lo_l, hi_l)])
+        U = like.new_zeros(n, m, d)
+        V = like.new_zeros(n, m, d)
+        for i, (l, h) in enumerate(zip(lo_l, hi_l)):
+            for j, k in enumerate(range(l, h)):
+                U[i, j] = self.store[k][0][i]
+                V[i, j] = self.store[k][1][i]
+        return U, V
 
 
 def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_iter: int = 50,
@@ -97,7 +140,7 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
     Args:
         f, z0, max_iter, tol, stop, batch_dims, divergence: as
             :func:`~convexrecon.fixedpoint.picard.picard`.
-        memory: the number of ``(u, v)`` pairs kept (the oldest is overwritten).
+        memory: the number of ``(u, v)`` pairs in effect (the oldest drops out).
 
     Returns:
         ``(z, stats)``: the lowest-residual iterate of every sample, and stats whose
@@ -112,21 +155,17 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
     with torch.no_grad():
         x = run.flat(z0).clone()
         n, d = x.shape
-        U = x.new_zeros(n, memory, d)
-        V = x.new_zeros(n, memory, d)
-        head = torch.zeros(n, dtype=torch.long, device=x.device)
-        filled = torch.zeros_like(head)  # pairs stored so far (capped at memory)
-        rows = torch.arange(n, device=x.device)
+        pairs = _Pairs(memory)
+        best_lo = torch.zeros(n, dtype=torch.long)
+        best_hi = torch.zeros(n, dtype=torch.long)
         fx, g = run.evaluate(x)
         run.record(x, fx, g, 0)
-        best_U, best_V = U.clone(), V.clone()
         eps = torch.finfo(x.dtype).eps
         for k in range(max_iter):
             live = run.live
             if not bool(live.any()):
                 break
-            dx = -_apply(U, V, g)
-            dx = torch.where(live[:, None], dx, torch.zeros_like(dx))
+            dx = -pairs.apply(g)
             xnorm = torch.linalg.vector_norm(x, dim=1)
             tiny = live & (torch.linalg.vector_norm(dx, dim=1) <= 10 * eps * torch.clamp(xnorm, min=1.0))
             run.stagnate(tiny)
@@ -136,28 +175,23 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
             run.advance(live)
             fx, g_new = run.evaluate(x_new)
             dg = g_new - g
-            bdg = _apply(U, V, dg)
+            bdg = pairs.apply(dg)
             denom = (dx * bdg).sum(dim=1)
             scale = torch.linalg.vector_norm(dx, dim=1) * torch.linalg.vector_norm(bdg, dim=1)
             ok = live & torch.isfinite(denom) & (denom.abs() > 1e-12 * scale) & (scale > 0) \
                 & torch.isfinite(g_new).all(dim=1)
             safe = torch.where(ok, denom, torch.ones_like(denom))
-            u = (dx - bdg) / safe[:, None]
-            v = _apply_t(U, V, dx)
             okc = ok[:, None]
-            U[rows, head] = torch.where(okc, u, U[rows, head])
-            V[rows, head] = torch.where(okc, v, V[rows, head])
-            head = torch.where(ok, (head + 1) % memory, head)
-            filled = torch.where(ok, torch.clamp(filled + 1, max=memory), filled)
+            u = torch.where(okc, (dx - bdg) / safe[:, None], torch.zeros_like(dx))
+            v = torch.where(okc, pairs.apply_t(dx), torch.zeros_like(dx))
+            pairs.append(u, v, keep_from=int(best_lo.min()))
             x = torch.where(live[:, None], x_new, x)
             g = torch.where(live[:, None], g_new, g)
             run.record(x, fx, g, k + 1)
-            imp = run.improved[:, None, None]
-            best_U = torch.where(imp, U, best_U)
-            best_V = torch.where(imp, V, best_V)
+            imp = run.improved.cpu()
+            best_lo = torch.where(imp, torch.full_like(best_lo, pairs.active_lo), best_lo)
+            best_hi = torch.where(imp, torch.full_like(best_hi, pairs.next_id), best_hi)
+        U, V = pairs.gather(best_lo, best_hi, x)
     z, stats = run.result()
-    # keep only the slots that hold pairs (the backward pass holds B until it runs)
-    used = max(1, min(memory, int(filled.max()) if filled.numel() else 1))
-    stats.inverse_jacobian = BroydenInverse(best_U[:, :used].clone(), best_V[:, :used].clone(),
-                                            z.shape, z.dtype)
+    stats.inverse_jacobian = BroydenInverse(U, V, z.shape, z.dtype)
     return z, stats
