@@ -1,0 +1,90 @@
+"""Step factories for :func:`convexrecon.training.peak_memory`: one training step of
+the layer-wise trainer and of its end-to-end baseline at the same batch, depth and
+width (random data of the benchmark's shapes; the k-space and its operator are setup,
+built outside the measured step, identically for both).
+
+- :func:`layerwise_step`: the convex step of layer ``depth``: features through the
+  ``depth - 1`` frozen blocks (the feature cache), patterns (``N x P x H x W``
+  masks), whitening, the DC map, and ``iters`` FISTA iterations (solver state).
+  No autograd is involved, so a saved-activation count would read zero: the peak
+  resident memory counts everything.
+- :func:`e2e_step`: one Adam step (forward, backward, update) of the identical
+  ``depth``-block gated network with the same DC, optimiser state included.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from convexrecon.nets.e2e_baselines import gated_e2e_net
+from convexrecon.nets.layerwise import LayerwiseNet, make_gates, _gated_classes
+from convexrecon.nets.layerwise_program import DCMap, LayerProgram, data_consistency, whitening_matrix
+from convexrecon.operators.conv import complex_to_channels
+
+__all__ = ["layerwise_step", "e2e_step", "block_shapes"]
+
+
+def block_shapes(depth: int, patterns: int, kernel: int) -> list[dict]:
+    """Blocks of width ``2P`` (the most a gated step can give)."""
+    out, cin = [], 3
+    for _ in range(depth):
+        out.append(dict(n_gates=patterns, in_channels=cin, kernel=kernel, width=2 * patterns, c_out=2,
+                        padding="zeros", bias=True))
+        cin = 2 * patterns + 1
+    return out
+
+
+def _problem(n: int, size: int, coils: int, device: Any):
+    from convexrecon.operators.sense import Sense
+
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(n, coils, size, size, generator=g, dtype=torch.complex64)
+    maps = maps / maps.abs().pow(2).sum(1, keepdim=True).sqrt()
+    mask = torch.rand(n, size, size, generator=g) < 0.3
+    A = Sense(maps.to(device), mask.to(device))
+    x = torch.randn(n, size, size, generator=g, dtype=torch.complex64).to(device)
+    return A, A(x), x
+
+
+def layerwise_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: int = 8, depth: int = 5,
+                   patterns: int = 8, kernel: int = 3, iters: int = 5, dc_mu: float = 0.1) -> Callable[[], Any]:
+    A, y, x = _problem(n, size, coils, device)
+    spec = block_shapes(depth, patterns, kernel)
+    frozen = gated_e2e_net(blocks=spec, dc_mu=dc_mu).to(device)
+    Gated, _ = _gated_classes()
+
+    def step() -> Any:
+        from convexrecon.solvers.fista import FISTA
+
+        with torch.no_grad():
+            x0 = A.adjoint(y)
+            h = complex_to_channels(x0)
+            for b in list(frozen.blocks)[: depth - 1]:  # the feature cache
+                h = b.features(h)
+            M = DCMap(A, n=n, mu=dc_mu)
+            target = complex_to_channels(x - data_consistency(A, x0, x0, mu=dc_mu))
+            base = Gated(h, target, kernel_size=kernel, n_patterns=patterns, beta=1.0,
+                         gates=make_gates(h, patterns, kernel), bias=True)
+            prog = LayerProgram(base, target, dc=M, whiten=whitening_matrix(base.op.x_padded, kernel))
+            prog.set_beta(0.05 * prog.beta_max())
+            return FISTA(prog, max_iter=iters, tol=0.0, check_every=iters).run().x
+
+    return step
+
+
+def e2e_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: int = 8, depth: int = 5,
+             patterns: int = 8, kernel: int = 3, dc_mu: float = 0.1) -> Callable[[], Any]:
+    A, y, x = _problem(n, size, coils, device)
+    net: LayerwiseNet = gated_e2e_net(blocks=block_shapes(depth, patterns, kernel), dc_mu=dc_mu).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def step() -> Any:
+        opt.zero_grad()
+        loss = (net(y, A) - x).abs().pow(2).mean()
+        loss.backward()
+        opt.step()
+        return float(loss)
+
+    return step
