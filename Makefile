@@ -34,6 +34,7 @@ test-matrix: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/convexrecon demo
+	$(VENV)/bin/convexrecon train-layerwise --preset tiny --out convexrecon-demo/layerwise --resume
 
 # Peers for the benchmarks that are not runtime dependencies. pyscnn is installed
 # without its dependencies (it would pull torchvision and a CUDA torch). BART
