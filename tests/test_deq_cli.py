@@ -52,6 +52,18 @@ def test_train_deq_writes_a_loadable_checkpoint_and_resumes_with_warm_starts(tmp
     _bad(runner.invoke(app, args + ["--epochs", "2"]), "--resume")
     model = load_model(out / "checkpoint.pt")
     assert isinstance(model, DEQ) and model.backward == "shine"
+    # the recon command applies the trained DEQ to a k-space file (forward(y, A) protocol)
+    import numpy as np
+
+    from convexrecon.data import MaskSpec, SliceDataset
+
+    sample = SliceDataset(split="test", size=96, coils=4, mask=MaskSpec("poisson", 4.0))[0]
+    np.save(tmp_path / "k.npy", sample.kspace.numpy())
+    result = runner.invoke(app, ["recon", str(tmp_path / "k.npy"), "--method", "learned", "--model",
+                                 str(out / "checkpoint.pt"), "--out", str(tmp_path / "x.npy"), "-q"])
+    _ok(result)
+    x = np.load(tmp_path / "x.npy")
+    assert x.shape == (1, 96, 96) and np.isfinite(x).all()
 
 
 def test_train_unrolled_modl(tmp_path):
