@@ -1,6 +1,10 @@
 """Input parsing and small shared helpers of the one-line reconstructions.
 
 Nothing here is public API; the builders in :mod:`convexrecon.recon` call it.
+
+Validate once: user input is checked where it enters (:func:`parse`,
+:func:`complex_kspace`, :func:`parse_maps`), and the typed :class:`Data` (or the
+checked tensor) is passed on; internal steps do not re-check it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import torch
 from convexrecon._checks import as_tensor, check_finite, complex_dtype_of
 from convexrecon.errors import InputError
 
-__all__ = ["Data", "parse", "complex_kspace", "parse_maps", "combine", "sampled_columns"]
+__all__ = ["Data", "parse", "complex_kspace", "checked_cartesian", "parse_maps", "combine",
+           "sampled_columns"]
 
 
 @dataclass
@@ -41,6 +46,13 @@ class Data:
     @property
     def ncoils(self) -> int:
         return int(self.kspace.shape[-3] if self.cartesian else self.kspace.shape[-2])
+
+
+def checked_cartesian(k: torch.Tensor, mask: torch.Tensor | None = None) -> Data:
+    """The :class:`Data` of Cartesian k-space that :func:`complex_kspace` (or
+    :func:`parse`) has already validated: no second pass over the data."""
+    return Data(kspace=k, mask=mask, traj=None, im_size=(int(k.shape[-2]), int(k.shape[-1])),
+                batch=tuple(k.shape[:-3]))
 
 
 def complex_kspace(kspace: Any, *, min_ndim: int, device=None, layout: str) -> torch.Tensor:

@@ -116,7 +116,7 @@ def default_maps(data: Data, *, device=None) -> torch.Tensor:
 def encoding(data: Data, maps: torch.Tensor, grid: Sequence[int], *,
              scale: torch.Tensor | None = None) -> Operator:
     """``Sense`` / ``NonCartesianSense`` on ``grid`` (crop folded in), times ``1/scale``."""
-    from convexrecon.operators.elementwise import Crop, Multiply
+    from convexrecon.operators.elementwise import Crop
 
     grid = tuple(int(g) for g in grid)
     if data.cartesian:
@@ -128,10 +128,15 @@ def encoding(data: Data, maps: torch.Tensor, grid: Sequence[int], *,
 
         base = NonCartesianSense(maps, data.traj, dtype=data.kspace.dtype)
     op = base if grid == tuple(data.im_size) else base @ Crop(grid, data.im_size, dtype=base.dtype)
-    if scale is not None:
-        w = (1.0 / scale).reshape(*scale.shape, 1, 1)
-        op = op @ Multiply(grid, w, dtype=op.dtype)
-    return op
+    return op if scale is None else _scaled(op, grid, scale)
+
+
+def _scaled(op: Operator, grid: Sequence[int], scale: torch.Tensor) -> Operator:
+    """``op @ diag(1 / scale_b)`` (one scale per slice)."""
+    from convexrecon.operators.elementwise import Multiply
+
+    w = (1.0 / scale).reshape(*scale.shape, 1, 1)
+    return op @ Multiply(tuple(grid), w, dtype=op.dtype)
 
 
 def _slice_norms(x: torch.Tensor) -> torch.Tensor:
@@ -198,6 +203,6 @@ def prepare(kspace: Any, maps: Any, mask_or_traj: Any, *,
     if not bool((d > 0).all()):
         raise InputError("kspace: expected nonzero measured data in every slice, got a slice "
                          "whose zero-filled image is zero")
-    op = encoding(data, m, grid, scale=s)
+    op = _scaled(base, grid, s)  # the same operator, not built (and checked) again
     y_s = y / d.reshape(*d.shape, *([1] * (y.ndim - d.ndim))).to(y.dtype)
     return Scaled(data=data, maps=m, op=op, y=y_s, op_scale=s, data_scale=d, grid=grid)

@@ -22,7 +22,8 @@ import torch
 from convexrecon._checks import check_positive
 from convexrecon.errors import InputError
 from convexrecon.operators.fft import ifftc
-from convexrecon.recon._common import combine, complex_kspace, parse_maps, parse, sampled_columns
+from convexrecon.recon._common import (checked_cartesian, combine, complex_kspace, parse_maps,
+                                       sampled_columns)
 
 __all__ = ["grappa", "grappa_kspace", "find_calibration"]
 
@@ -38,7 +39,12 @@ def find_calibration(kspace: Any, *, mask: Any = None) -> torch.Tensor:
     the centre column is not acquired.
     """
     k = complex_kspace(kspace, min_ndim=3, layout=_LAYOUT)
-    prof = sampled_columns(k, mask, axis=-1).reshape(-1, k.shape[-1])
+    return _calibration(k, sampled_columns(k, mask, axis=-1))
+
+
+def _calibration(k: torch.Tensor, acquired: torch.Tensor) -> torch.Tensor:
+    """:func:`find_calibration` on checked k-space and its ``(*batch, W)`` column profile."""
+    prof = acquired.reshape(-1, k.shape[-1])
     c = k.shape[-1] // 2
     if not bool(prof[:, c].all()):
         raise InputError("calib: expected the centre column W // 2 to be acquired to find the "
@@ -164,7 +170,7 @@ def grappa_kspace(kspace: Any, calib: Any = None, *, kernel: Sequence[int] = (5,
     reg = check_positive(reg, "reg", strict=False)
     acquired = sampled_columns(k, mask, axis=-1)
     if calib is None:
-        cal = find_calibration(k, mask=mask)
+        cal = _calibration(k, acquired)
     else:
         cal = complex_kspace(calib, min_ndim=3, layout=_LAYOUT).to(device=k.device, dtype=k.dtype)
     if cal.shape[-3] != k.shape[-3]:
@@ -204,6 +210,5 @@ def grappa(kspace: Any, calib: Any = None, *, kernel: Sequence[int] = (5, 4), ma
                            max_distance=max_distance)
     coil_images = ifftc(filled, (-2, -1))
     if maps is not None:
-        data = parse(filled, None)
-        maps = parse_maps(maps, data)
+        maps = parse_maps(maps, checked_cartesian(filled))
     return combine(coil_images, maps)

@@ -29,7 +29,8 @@ import torch
 
 from convexrecon.errors import InputError
 from convexrecon.operators.fft import fftc, ifftc
-from convexrecon.recon._common import combine, complex_kspace, parse, parse_maps, sampled_columns
+from convexrecon.recon._common import (checked_cartesian, combine, complex_kspace, parse_maps,
+                                       sampled_columns)
 
 __all__ = ["pocs", "homodyne"]
 
@@ -79,7 +80,7 @@ def _phase(k: torch.Tensor, lo: int, hi: int, c: int, axis: int) -> torch.Tensor
 
 
 def _maps(maps: Any, k: torch.Tensor) -> torch.Tensor | None:
-    return None if maps is None else parse_maps(maps, parse(k, None))
+    return None if maps is None else parse_maps(maps, checked_cartesian(k))
 
 
 def pocs(kspace: Any, *, axis: int = -2, iters: int = 10, mask: Any = None,
