@@ -118,8 +118,13 @@ def info(
     """
     from convexrecon.io import load_kspace
 
+    import warnings
+
+    from convexrecon.io.cfl import BartLayoutWarning
+
     path = check_input_path(file)
-    with reading(path):
+    with reading(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", BartLayoutWarning)  # reported as a 'note' row
         data = load_kspace(path)
     table = Table(title=None, show_header=False, box=None, pad_edge=False)
     table.add_column("field", style="bold")

@@ -207,6 +207,25 @@ def _full_mask(mask: torch.Tensor | None, size: tuple[int, int]) -> torch.Tensor
                          f"got shape {tuple(mask.shape)}") from None
 
 
+def load_kspace_noting(path: Path, **opts: Any) -> Any:
+    """``load_kspace``, with a BART layout simplification (first set of maps) as one
+    ``warning: ...`` line on stderr."""
+    import warnings
+
+    from convexrecon.io import load_kspace
+    from convexrecon.io.cfl import BartLayoutWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BartLayoutWarning)
+        data = load_kspace(path, **opts)
+    for w in caught:
+        if issubclass(w.category, BartLayoutWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return data
+
+
 def _write_output(path: Path, image: torch.Tensor, bart_layout: Any = None) -> None:
     from convexrecon.io import write_bart_image, write_npy, write_reconstruction
 
@@ -274,10 +293,8 @@ def recon(
         raise InputError(f"--model: only used by --method learned, got --method {name}")
     net = _load_model(model, dev) if name == "learned" and model is not None else None
 
-    from convexrecon.io import load_kspace
-
     with reading(path):
-        data = load_kspace(path, slices=selected)
+        data = load_kspace_noting(path, slices=selected)
     kspace = data.kspace
     if data.traj is not None:
         raise InputError(f"{path}: non-Cartesian k-space needs the image size; reconstruct it "

@@ -200,7 +200,9 @@ def test_bart_maps_3d_and_refused_dimensions(tmp_path):
     arr = _bart_file(tmp_path, "m", pkg, (1, 2), extra={4: 2})  # two sets of maps
     arr[:, :, :, :, 1] = 99  # the second set differs
     write_cfl(tmp_path / "m", arr)
-    with pytest.warns(UserWarning, match="MAPS"):
+    from convexrecon.io.cfl import BartLayoutWarning
+
+    with pytest.warns(BartLayoutWarning, match="MAPS"):
         data = load_kspace(tmp_path / "m.cfl")
     np.testing.assert_array_equal(data.kspace.numpy(), pkg)  # the first set
     assert any("first" in n for n in data.attrs["notes"])
@@ -241,6 +243,13 @@ def test_bart_workshop_layout_info_and_recon_cfl(tmp_path):
     assert dims[:4] == ["1", "12", "10", "1"] and set(dims[4:]) == {"1"}
     img = read_cfl(tmp_path / "x").numpy()
     assert img.shape == (1, 12, 10) and np.isfinite(img).all() and np.abs(img).max() > 0
+    # several sets of maps: the first is used, and the CLI says so on one line
+    _bart_file(tmp_path, "maps2", pkg, (1, 2), extra={4: 2})
+    res = runner.invoke(app, ["info", str(tmp_path / "maps2.cfl")])
+    assert res.exit_code == 0 and "first is used" in " ".join(res.output.split())
+    res = runner.invoke(app, ["recon", str(tmp_path / "maps2.cfl"), "--method", "zero-filled",
+                              "--out", str(tmp_path / "y.cfl"), "--quiet"])
+    assert res.exit_code == 0 and "warning: " in res.output and "MAPS" in res.output
     # refuse to overwrite the input pair through the other suffix
     res = runner.invoke(app, ["recon", str(tmp_path / "brain.hdr"), "--method", "zero-filled",
                               "--out", str(tmp_path / "brain.cfl")])

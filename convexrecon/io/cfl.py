@@ -26,7 +26,8 @@ from convexrecon.errors import InputError
 from convexrecon.io._common import atomic_path, check_array_finite, to_numpy
 
 __all__ = ["read_cfl", "write_cfl", "cfl_paths", "BartLayout", "BART_DIM_NAMES", "bart_layout",
-           "bart_to_package", "package_to_bart", "default_layout", "write_bart_image", "full_dims"]
+           "bart_to_package", "package_to_bart", "default_layout", "write_bart_image", "full_dims",
+           "BartLayoutWarning"]
 
 
 def cfl_paths(base: str | os.PathLike) -> tuple[Path, Path]:
@@ -119,6 +120,10 @@ BART_DIM_NAMES = ("READ", "PHS1", "PHS2", "COIL", "MAPS", "TE", "COEFF", "COEFF2
 SPATIAL_DIMS = (0, 1, 2)
 COIL_DIM, MAPS_DIM, TIME_DIM, SLICE_DIM = 3, 4, 10, 13
 BATCH_DIMS = (SLICE_DIM, TIME_DIM)  # flattened into the package's slice axis, SLICE outer
+
+
+class BartLayoutWarning(UserWarning):
+    """A BART file was read with a simplification (e.g. only the first set of maps)."""
 
 
 @dataclass(frozen=True)

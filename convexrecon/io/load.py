@@ -14,7 +14,7 @@ import torch
 
 from convexrecon.errors import InputError
 from convexrecon.io._common import atomic_path, check_array_finite, existing_file, to_numpy
-from convexrecon.io.cfl import bart_layout, bart_to_package, cfl_paths, read_cfl
+from convexrecon.io.cfl import BartLayoutWarning, bart_layout, bart_to_package, cfl_paths, read_cfl
 from convexrecon.io.fastmri import _indices, read_fastmri
 from convexrecon.io.ismrmrd import is_ismrmrd, read_ismrmrd
 
@@ -109,7 +109,7 @@ def load_kspace(path: str | os.PathLike, *, slices: int | slice | Sequence[int] 
         notes = []
         if layout.maps > 1:
             notes.append(f"dimension 4 (MAPS) holds {layout.maps} sets of maps; the first is used")
-            warnings.warn(f"{p}: {notes[-1]}", UserWarning, stacklevel=2)
+            warnings.warn(f"{p}: {notes[-1]}", BartLayoutWarning, stacklevel=2)
         if slices is not None:
             ksp = ksp[_indices(slices, ksp.shape[0])]
         dims = [int(n) for n in raw.shape]
