@@ -131,7 +131,7 @@ def train_layerwise_cmd(
 
     dev = parse_device(device)
     err = stderr_console()
-    name, p = _preset(preset, dev, err)
+    name, p = _preset(preset, dev, stdout_console())  # stdout: stderr keeps a lone error line
     if solver not in ("auto", "fista", "minibatch"):
         raise InputError(f"--solver: expected auto, fista or minibatch, got {solver!r}")
     if solver == "minibatch":
@@ -248,8 +248,7 @@ def train_e2e_cmd(
     from convexrecon.training import build_model, load_checkpoint
 
     dev = parse_device(device)
-    err = stderr_console()
-    _, p = _preset(preset, dev, err)
+    _, p = _preset(preset, dev, stdout_console())
     if arch not in ("gated", "unet"):
         raise InputError(f"--arch: expected gated or unet, got {arch!r}")
     spec = _data_spec(problem, data, p["size"], mask, accel, center_fraction, noise, seed)

@@ -107,6 +107,14 @@ def test_bad_unknown_problem(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("args,word", [(["--form", "relu"], "form"), (["--solver", "minibatch"], "minibatch"),
+                                       (["--beta", "2"], "--beta"), (["--mask", "radial"], "mask")])
+def test_bad_options_default_preset(tmp_path, args, word):
+    out = tmp_path / "o"
+    _bad(CliRunner().invoke(app, ["train-layerwise", *args, "--out", str(out)]), word)
+    assert not out.exists()
+
+
 def test_bad_empty_data_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     out = tmp_path / "o"
