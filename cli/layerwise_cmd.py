@@ -109,6 +109,8 @@ def train_layerwise_cmd(
     form: str = typer.Option("gated", "--form", help="gated (default) or relu (cone form)."),
     no_dc: bool = typer.Option(False, "--no-dc", help="No data consistency (the seed's image-only net)."),
     dc_mu: float = typer.Option(0.1, "--dc-mu", help="Data-consistency weight mu."),
+    dc_after: bool = typer.Option(False, "--dc-after",
+                                  help="Train image-only, apply DC after the network (cheaper steps)."),
     gates: str = typer.Option("gaussian", "--gates", help="gaussian or patches."),
     problem: Optional[str] = typer.Option(None, "--problem", help="A simulated problem's sampling and coils."),
     data: Optional[Path] = typer.Option(None, "--data", help="A folder of fastMRI .h5 files."),
@@ -142,7 +144,7 @@ def train_layerwise_cmd(
     spec = _data_spec(problem, data, p["size"], mask, accel, center_fraction, noise, seed)
     cfg = LayerwiseConfig(layers=layers or p["layers"], kernel=kernel or p["kernel"],
                           patterns=patterns or p["patterns"], form=form,
-                          dc_mu=None if no_dc else dc_mu, beta=_beta(beta), beta_fracs=p["beta_fracs"],
+                          dc_mu=None if no_dc else dc_mu, dc_in_step=not dc_after, beta=_beta(beta), beta_fracs=p["beta_fracs"],
                           gates=gates, max_iter=p["max_iter"], seed=seed)
     sizes = Sizes(n_train=p["n_train"], n_val=p["n_val"], n_test=p["n_test"], epochs=p["epochs"])
     console = stdout_console()
