@@ -323,14 +323,16 @@ def main() -> None:
     print("\n1. training: IFT vs SHINE (Broyden forward, same init)")
     ift = deq()
     run_ift = train(ift, data, val, epochs=E, lr=lr, batch_size=B, seed=seed, label="ift")
-    run_shine = train(deq(backward="shine"), data, val, epochs=E, lr=lr, batch_size=B, seed=seed,
-                      label="shine")
+    shine_model = deq(backward="shine")
+    run_shine = train(shine_model, data, val, epochs=E, lr=lr, batch_size=B, seed=seed, label="shine")
     best = max(r["val_psnr"] for r in run_ift["history"])
     t_ift = time_to(run_ift["history"], best)
     t_shine = time_to(run_shine["history"], best - 0.2)
     train_ratio = t_shine / t_ift
 
+    print(f"  (section {time.perf_counter() - t_start:.0f} s)")
     print("\n2. backward cost on the IFT-trained weights")
+    t_sec = time.perf_counter()
     bc = backward_cost(ift, val, B, P["backward_batches"])
     rows = [[m, f"{bc['time'][m] * 1e3:.1f}", f"{bc['time']['ift'] / bc['time'][m]:.2f}", f"{bc['cos'][m]:.3f}"]
             for m in ("ift", "shine", "shine-refine", "jfb")]
@@ -338,13 +340,17 @@ def main() -> None:
     print(f"SHINE fallback rate {bc['fallback']:.2f}, rho {bc['rho']:.3f}, IFT residual {bc['ift_residual']:.1e} "
           f"(SHINE paper: about 13x backward speed-up on CIFAR)")
 
+    print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
     print("\n3. warm start (cold solve of the same batch with the same weights at every step)")
-    run_warm = train(deq(solver="anderson", solver_options={"memory": 5}, backward="jfb",
-                         monitor_rho=True), data, val, epochs=E, lr=lr, batch_size=B, seed=seed,
+    t_sec = time.perf_counter()
+    warm_model = deq(solver="anderson", solver_options={"memory": 5}, backward="jfb", monitor_rho=True)
+    run_warm = train(warm_model, data, val, epochs=E, lr=lr, batch_size=B, seed=seed,
                      warm=True, compare_cold=True, label="warm")
     last = run_warm["history"][-1]
     warm_red = 1.0 - last["fwd_iters"] / last["cold_iters"]
 
+    print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
+    t_sec = time.perf_counter()
     print(f"\n4. memory of one training step ({P['mem_size']}^2, batch {B}, same denoiser), fresh "
           "process per model (convexrecon.training.peak_memory)")
     from convexrecon.training.memory import peak_memory
@@ -361,7 +367,9 @@ def main() -> None:
                  for k, v in mem.items()]))
     mem_ratio = mem["deq-broyden-shine"].peak_bytes / ref.peak_bytes
 
+    print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
     print("\n5. quality on the test slab")
+    t_sec = time.perf_counter()
     m5 = modl(5)
     train(m5, data, val, epochs=E, lr=lr, batch_size=B, seed=seed, label="modl-5")
     m10 = modl(10)
@@ -369,29 +377,36 @@ def main() -> None:
     lams = (0.003, 0.01, 0.03)
     val_l1 = {lam: l1_wavelet_quality(val, lam, P["l1_iters"])["psnr_mean"] for lam in lams}
     lam = max(val_l1, key=val_l1.get)
-    q = {"deq (ift)": evaluate(ift, test, B), "modl-5": evaluate(m5, test, B),
-         "modl-10": evaluate(m10, test, B), f"l1-wavelet (lam {lam})": l1_wavelet_quality(test, lam, P["l1_iters"])}
-    print(table(["method", "PSNR dB", "SSIM"], [[k, f"{v['psnr_mean']:.2f}", f"{v['ssim_mean']:.4f}"] for k, v in q.items()]))
+    q = {"deq (ift)": evaluate(ift, test, B), "deq (shine)": evaluate(shine_model, test, B),
+         "deq (jfb, warm-start training)": evaluate(warm_model, test, B),
+         "modl-5": evaluate(m5, test, B), "modl-10": evaluate(m10, test, B),
+         f"l1-wavelet (lam {lam})": l1_wavelet_quality(test, lam, P["l1_iters"])}
+    print(f"  (quality section so far {time.perf_counter() - t_sec:.0f} s)")
     d5 = paired_ci(q["deq (ift)"]["psnr"], q["modl-5"]["psnr"])
     dl1 = paired_ci(q["deq (ift)"]["psnr"], q[f"l1-wavelet (lam {lam})"]["psnr"])
     print(f"DEQ - MoDL-5: {d5[0]:+.2f} dB [{d5[1]:+.2f}, {d5[2]:+.2f}]; DEQ - L1: {dl1[0]:+.2f} dB "
           f"[{dl1[1]:+.2f}, {dl1[2]:+.2f}] (paired 95%, n={len(q['modl-5']['psnr'])})")
 
     print("\n6. stability: vanilla vs spectral norm vs Jacobian regularisation")
+    t_sec = time.perf_counter()
     curves: dict[str, list[list[float]]] = {}
     stab_rows = []
     for name, kw in (("vanilla", {}), ("spectral-norm", {"spectral_norm": True}), ("jac-reg", {"jac_reg": 1.0})):
         for s in range(P["seeds"]):
-            r = train(deq(seed=s, solver="anderson", solver_options={"memory": 5}, backward="jfb",
-                          **kw), data, val, epochs=P["stab_epochs"], lr=lr, batch_size=B, seed=s,
+            model = deq(seed=s, solver="anderson", solver_options={"memory": 5}, backward="jfb", **kw)
+            r = train(model, data, val, epochs=P["stab_epochs"], lr=lr, batch_size=B, seed=s,
                       label=f"{name} s{s}")
+            if s == 0:
+                q[f"deq (jfb, {name}, {P['stab_epochs']} epochs)"] = evaluate(model, test, B)
             curves.setdefault(name, []).append(r["steps"])
             h = r["history"][-1]
             stab_rows.append([name, s, f"{h['val_psnr']:.2f}", sum(x["skipped"] for x in r["history"]),
                               f"{h.get('fwd_iters', float('nan')):.1f}"])
     print(table(["variant", "seed", "val PSNR", "skipped", "fwd iters"], stab_rows))
     png = plot_curves(curves, args.out / "deq_stability.png")
-    print(f"loss curves: {png}")
+    print(f"loss curves: {png}  (section {time.perf_counter() - t_sec:.0f} s)")
+    print("\ntest-slab quality of every model (PSNR / SSIM of magnitudes)")
+    print(table(["method", "PSNR dB", "SSIM"], [[k, f"{v['psnr_mean']:.2f}", f"{v['ssim_mean']:.4f}"] for k, v in q.items()]))
 
     total = time.perf_counter() - t_start
     print(f"\ntotal {total:.0f} s")

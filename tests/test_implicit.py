@@ -172,6 +172,15 @@ def test_fallback_is_per_sample_and_catches_nonfinite():
     assert info.fallback_rate == pytest.approx(2 / 3)
 
 
+def test_diverged_ift_solve_falls_back_to_jfb_per_sample():
+    g = torch.ones(2, 3, dtype=torch.float64)
+    scale = torch.tensor([[0.5], [3.0]], dtype=torch.float64)  # sample 1: J^T = 3 I
+    u, info = ift(lambda v: scale * v, g, max_iter=200, tol=1e-10, solver="picard")
+    assert info.stats.diverged.tolist() == [False, True]
+    assert info.fallback.tolist() == [False, True]
+    assert torch.allclose(u[0], 2.0 * g[0]) and torch.equal(u[1], g[1])
+
+
 def test_shine_threshold_grows_with_rho():
     rho = torch.tensor([0.0, 0.5, 0.8, 0.9, 0.999, 2.0])
     c = shine_threshold(rho)

@@ -17,6 +17,9 @@ The cheaper directions:
 - ``shine-refine``: the IFT solve started from SHINE's (fallback-checked) ``u``, for a
   few iterations.
 
+An IFT solve that diverges for a sample (a blown-up or NaN residual: ``J^T`` is not a
+contraction there) gives that sample JFB's ``g``, and the sample counts as diverged.
+
 Each function returns ``(u, BackwardInfo)``; the time of the whole backward
 direction (the ``rho`` power iterations included) is in ``info.seconds``.
 """
@@ -51,7 +54,8 @@ class BackwardInfo:
         vjps: vector-Jacobian products spent.
         rho: ``(*batch,)`` contraction estimate at ``z*`` (SHINE modes), else None.
         threshold: ``(*batch,)`` SHINE's fallback factor ``c``, else None.
-        fallback: ``(*batch,)`` bool, samples where SHINE fell back to JFB, else None.
+        fallback: ``(*batch,)`` bool, samples that fell back to JFB (SHINE's rule, or a
+            diverged IFT solve), else None.
         stats: the fixed-point stats of the IFT (or refinement) solve, else None.
     """
 
@@ -65,7 +69,7 @@ class BackwardInfo:
 
     @property
     def fallback_rate(self) -> float:
-        """Fraction of samples where SHINE fell back to JFB (NaN outside SHINE)."""
+        """Fraction of samples that fell back to JFB (NaN when no rule applied)."""
         if self.fallback is None or not self.fallback.numel():
             return float("nan")
         return float(self.fallback.to(torch.float64).mean())
@@ -104,7 +108,12 @@ def ift(vjp: Vjp, g: torch.Tensor, *, solver: str = "anderson", max_iter: int = 
     u, stats = SOLVERS[solver](lambda u: vjp_c(u) + g, g.clone() if u0 is None else u0,
                                max_iter=max_iter, tol=tol, stop="rel", batch_dims=batch_dims,
                                **solver_kwargs)
-    return u, BackwardInfo(mode=mode, seconds=time.perf_counter() - t0, vjps=count[0], stats=stats)
+    # a diverged solve (J^T not a contraction there) falls back to JFB's g, per sample
+    fallback = stats.diverged.to(g.device)
+    if bool(fallback.any()):
+        u = torch.where(fallback.reshape(fallback.shape + (1,) * (g.ndim - batch_dims)), g.detach(), u)
+    return u, BackwardInfo(mode=mode, seconds=time.perf_counter() - t0, vjps=count[0], stats=stats,
+                           fallback=fallback if bool(fallback.any()) else None)
 
 
 def jfb(g: torch.Tensor) -> tuple[torch.Tensor, BackwardInfo]:
