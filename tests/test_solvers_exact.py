@@ -421,3 +421,15 @@ def test_fused_shrink_equals_the_operator_path(shift):
     c = W.forward(roll(x, shift))
     expect = roll(W.adjoint(c * torch.clamp(1 - t / c.abs(), min=0)), tuple(-s for s in shift or ()))
     assert _rel(a, expect) < 1e-12
+
+
+def test_batch_dims_with_a_constraint_uses_the_per_system_gradient_mapping():
+    A, y, singles = _uneven_batch()
+    prog = RegularizedLeastSquares(A, y, NonNegative())
+    res = FISTA(prog, max_iter=40, check_every=10, batch_dims=1).run()
+    certs = prog.certificate_per_system(res.x, 1)
+    for b, (Ab, yb) in enumerate(singles):
+        pb = RegularizedLeastSquares(Ab, yb, NonNegative())
+        rb = FISTA(pb, max_iter=40, check_every=10).run()
+        assert _rel(res.x[b], rb.x) < 1e-9
+        assert _relobj(float(certs[b]), pb.certificate(rb.x)) < 1e-6
