@@ -328,6 +328,9 @@ def test_batch_dims_gives_each_system_as_if_alone(solver):
         rb = solver(pb, max_iter=60, check_every=20).run()
         assert _rel(res.x[b], rb.x) < 1e-9
         assert _relobj(float(certs[b]), pb.certificate(rb.x)) < 1e-6
+        # away from the solution the projection clips, and each system's own step matters
+        z = (crandn(2, H, W_, seed=9).real.abs() * 1e-3).to(DT)
+        assert _relobj(float(prog.certificate_per_system(z, 1)[b]), pb.certificate(z[b])) < 1e-9
         assert abs(pb.value(rb.x) - float(prog.value_per_system(res.x, 1)[b])) < 1e-9 * pb.value(rb.x)
     assert res.history.certificate[-1] == pytest.approx(float(certs.max()), rel=1e-9)
 
@@ -433,3 +436,6 @@ def test_batch_dims_with_a_constraint_uses_the_per_system_gradient_mapping():
         rb = FISTA(pb, max_iter=40, check_every=10).run()
         assert _rel(res.x[b], rb.x) < 1e-9
         assert _relobj(float(certs[b]), pb.certificate(rb.x)) < 1e-6
+        # away from the solution the projection clips, and each system's own step matters
+        z = (crandn(2, H, W_, seed=9).real.abs() * 1e-3).to(DT)
+        assert _relobj(float(prog.certificate_per_system(z, 1)[b]), pb.certificate(z[b])) < 1e-9
