@@ -384,3 +384,28 @@ def test_worker_processes_give_the_same_run(tmp_path):
         return model
 
     assert _same_weights(run(tmp_path / "w0", 0), run(tmp_path / "w2", 2))
+
+
+class _CrashAt(T.Slow):
+    def __init__(self, at: int) -> None:
+        super().__init__(0.0)
+        self.at = at
+
+    def on_step_end(self, *, epoch: int, step: int, loss: float, skipped: bool) -> None:
+        super().on_step_end(epoch=epoch, step=step, loss=loss, skipped=skipped)
+        if step == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def test_tensorboard_after_a_crash_and_resume_has_each_step_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        T.train(tmp_path, tensorboard=True, hooks=_CrashAt(10))  # step 9 logged, last checkpoint at 8
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["global_step"] == 8
+    _, history = T.train(tmp_path, tensorboard=True, resume=True)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    events = acc.Scalars("train/loss_step")
+    assert [e.step for e in events] == list(range(1, 19))  # the replayed steps 9.. are not doubled
+    assert [e.value for e in events] == pytest.approx(history.step_loss, rel=1e-6)

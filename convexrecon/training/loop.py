@@ -268,7 +268,9 @@ def fit(
 
     writer = None
     if tensorboard and main:
-        writer = _summary_writer(out / "tensorboard", purge_step=global_step if history.resumed_from_step is not None else None)
+        # on resume, drop events the lost steps logged: everything after the checkpoint's step
+        purge = global_step + 1 if history.resumed_from_step is not None else None
+        writer = _summary_writer(out / "tensorboard", purge_step=purge)
 
     stop: list[int] = []  # the signal that asked us to stop
     old_handlers: dict[int, Any] = {}
