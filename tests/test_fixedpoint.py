@@ -196,3 +196,37 @@ def test_bad_map_output_and_solver_options():
         anderson(lambda z: z, torch.zeros(2, 3), beta=0.0)
     with pytest.raises(InputError, match="z0"):
         picard(lambda z: z, torch.zeros(2, 3, dtype=torch.long))
+
+
+def test_anderson_memory_host_solve_equals_the_batched_torch_solve():
+    """On the CPU a few samples take the numpy path; it must give the coefficients
+    of the batched torch solve (the path of larger batches and of GPUs)."""
+    from convexrecon.fixedpoint.anderson import _coefficients_host
+    g = torch.Generator().manual_seed(4)
+    dG = torch.randn(3, 4, 50, generator=g, dtype=torch.float64)
+    gram, rhs = dG @ dG.mT, torch.randn(3, 4, generator=g, dtype=torch.float64)
+    host = _coefficients_host(gram, rhs, lam=1e-6)
+    full = anderson_coefficients(gram, rhs, torch.full((3,), 4), lam=1e-6)
+    assert torch.allclose(host, full, rtol=1e-9, atol=1e-12)
+
+
+def test_anderson_memory_flat_vector_is_a_batch_of_one():
+    """ADMM's use: a flat vector pushed step by step extrapolates like row 0 of a
+    batch, and an empty memory gives None (the caller's plain step)."""
+    from convexrecon.fixedpoint import AndersonMemory
+    f, M, b, zstar = _contraction(12, 0.9, seed=2, n=2)
+    flat, batch = AndersonMemory(3), AndersonMemory(3)
+    x = torch.zeros_like(b)
+    for k in range(6):
+        g = f(x) - x
+        flat.push(x[0], g[0])
+        batch.push(x, g)
+        assert (flat.extrapolate() is None) == (k == 0)  # no difference stored yet
+        x = batch.mix()
+        assert torch.allclose(flat.mix(), x[0], rtol=1e-12, atol=1e-14)
+    z = torch.zeros_like(b)
+    for _ in range(6):
+        z = f(z)  # Picard, the same number of maps
+    assert float((f(x) - x).norm()) < 0.5 * float((f(z) - z).norm())  # and it accelerates
+    with pytest.raises(InputError, match="memory"):
+        AndersonMemory(0)

@@ -9,12 +9,12 @@ every sample's lowest-residual iterate. ``stats`` is a
 run without the tape; :mod:`convexrecon.implicit` supplies the gradients.
 """
 
-from convexrecon.fixedpoint.anderson import anderson, anderson_coefficients
+from convexrecon.fixedpoint.anderson import AndersonMemory, anderson, anderson_coefficients
 from convexrecon.fixedpoint.broyden import BroydenInverse, broyden
 from convexrecon.fixedpoint.picard import picard
 from convexrecon.fixedpoint.stats import REASONS, FixedPointStats
 
 SOLVERS = {"picard": picard, "anderson": anderson, "broyden": broyden}
 
-__all__ = ["picard", "anderson", "anderson_coefficients", "broyden", "BroydenInverse",
+__all__ = ["picard", "anderson", "anderson_coefficients", "AndersonMemory", "broyden", "BroydenInverse",
            "FixedPointStats", "REASONS", "SOLVERS"]

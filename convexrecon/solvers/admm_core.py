@@ -3,18 +3,18 @@
 * :class:`BlockSystem`: the factorised ``u``-step ``(A^T A + rho (I (x) M)) u = r``
   for block variables, with ``A u = sum_j s_j D_j X u_j``: a Cholesky factor of
   the ``n x n`` Woodbury kernel (or the primal Gram), cached per ``rho``.
-* :class:`Anderson`: safeguarded type-II Anderson acceleration of a fixed-point
-  map on a flat vector (the Douglas-Rachford variable of ADMM).
+
+The Anderson acceleration of the ADMM iterate is
+:class:`convexrecon.fixedpoint.AndersonMemory`, shared with the fixed-point solvers.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from convexrecon.errors import InputError
 
-__all__ = ["BlockSystem", "Anderson", "cholesky_solve"]
+__all__ = ["BlockSystem", "cholesky_solve"]
 
 
 class BlockSystem:
@@ -168,77 +168,3 @@ def _left(M: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
     """``M @ U_j`` for every block of ``U`` ``(N, d, c)``, as one matmul."""
     N, d, c = U.shape
     return (M @ U.permute(1, 0, 2).reshape(d, N * c)).reshape(d, N, c).permute(1, 0, 2)
-
-
-class Anderson:
-    """Type-II Anderson acceleration with memory ``m`` on flat vectors.
-
-    Feed accepted pairs ``(x_k, g_k)`` with ``g_k = T(x_k) - x_k`` through
-    :meth:`push`; :meth:`extrapolate` returns the mixed point
-    ``x_k + g_k - (dX + dG) gamma`` with ``gamma`` the (Tikhonov-regularised)
-    least-squares fit of ``g_k`` by ``dG``, or ``None`` while the memory is empty.
-    The differences and their sums ``dX + dG`` live in preallocated ring buffers
-    and the ``m x m`` Gram matrix of ``dG`` (kept in numpy: LAPACK on a tiny
-    system costs a tenth of torch's checked solve) is updated one row per push,
-    so a step costs ``O(m N)``. The caller safeguards (accepts the point only if
-    the residual decreases).
-    """
-
-    def __init__(self, memory: int = 8, *, reg: float = 1e-10) -> None:
-        if int(memory) < 1:
-            raise InputError(f"memory: expected an integer >= 1, got {memory!r}")
-        self.m = int(memory)
-        self.reg = float(reg)
-        self.dX: torch.Tensor | None = None
-        self.dG: torch.Tensor | None = None
-        self.S: torch.Tensor | None = None  # dX + dG
-        self.H = np.zeros((self.m, self.m))
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the history (after a change of the map, e.g. of ``rho``)."""
-        self.count = 0
-        self.head = 0
-        self.x: torch.Tensor | None = None
-        self.g: torch.Tensor | None = None
-
-    def push(self, x: torch.Tensor, g: torch.Tensor) -> None:
-        """Record the accepted iterate ``x`` and its residual ``g``."""
-        if self.x is not None:
-            if self.dX is None or self.dX.shape[1] != x.numel() or self.dX.dtype != x.dtype \
-                    or self.dX.device != x.device:
-                self.dX, self.dG, self.S = (x.new_zeros(self.m, x.numel()) for _ in range(3))
-            k = self.head
-            torch.sub(x, self.x, out=self.dX[k])
-            torch.sub(g, self.g, out=self.dG[k])
-            torch.add(self.dX[k], self.dG[k], out=self.S[k])
-            self.count = min(self.count + 1, self.m)
-            self.head = (k + 1) % self.m
-            row = _to_numpy(self.dG[: self.count] @ self.dG[k])
-            self.H[k, : self.count] = row
-            self.H[: self.count, k] = row
-        self.x, self.g = x, g
-
-    def extrapolate(self) -> torch.Tensor | None:
-        """The Anderson point from the stored history, or ``None``."""
-        if not self.count or self.x is None:
-            return None
-        c = self.count
-        H = self.H[:c, :c]
-        scale = H.diagonal().max()
-        if not scale > 0:
-            return None
-        rhs = _to_numpy(self.dG[:c] @ self.g)
-        try:
-            coef = np.linalg.solve(H + (self.reg * scale) * np.eye(c), rhs)
-        except np.linalg.LinAlgError:
-            return None
-        if not np.isfinite(coef).all():
-            return None
-        gamma = torch.from_numpy(coef).to(self.S)
-        return torch.addmv(self.x + self.g, self.S[:c].T, gamma, alpha=-1.0)
-
-
-def _to_numpy(t: torch.Tensor) -> np.ndarray:
-    """A small tensor as a float64 numpy array (copied off the device)."""
-    return t.detach().to("cpu", torch.float64).numpy()

@@ -41,7 +41,8 @@ from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.relu import GatedReLU, TwoLayerReLU, prox_group, prox_nuclear
 from convexrecon.programs.relu.certificates import scaled_dual
-from convexrecon.solvers.admm_core import Anderson, BlockSystem
+from convexrecon.fixedpoint.anderson import AndersonMemory
+from convexrecon.solvers.admm_core import BlockSystem
 from convexrecon.solvers.base import Solver, State
 
 __all__ = ["BlockSystem", "ADMMGated", "ADMMReLU", "ADMMState"]
@@ -147,11 +148,11 @@ class _ADMMBase(Solver[ADMMState]):
         x = state.x
         return tuple(t.to(dt) for t in x) if isinstance(x, tuple) else x.to(dt)
 
-    def _start(self, z: torch.Tensor, rho: float, aa: Anderson | None = None) -> ADMMState:
+    def _start(self, z: torch.Tensor, rho: float, aa: AndersonMemory | None = None) -> ADMMState:
         """A fresh state at ``z`` with penalty ``rho``; ``aa`` (reset) or a new
         Anderson accelerator carries the memory."""
         if aa is None and self.anderson > 0:
-            aa = Anderson(self.anderson)
+            aa = AndersonMemory(self.anderson, lam=1e-10)
         elif aa is not None:
             aa.reset()
         st = ADMMState(x=None, z=z, rho=rho, aa=aa)
