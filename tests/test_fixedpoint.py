@@ -217,7 +217,7 @@ def test_anderson_memory_flat_vector_is_a_batch_of_one():
     f, M, b, zstar = _contraction(12, 0.9, seed=2, n=2)
     flat, batch = AndersonMemory(3), AndersonMemory(3)
     x = torch.zeros_like(b)
-    for k in range(6):
+    for k in range(15):
         g = f(x) - x
         flat.push(x[0], g[0])
         batch.push(x, g)
@@ -225,8 +225,8 @@ def test_anderson_memory_flat_vector_is_a_batch_of_one():
         x = batch.mix()
         assert torch.allclose(flat.mix(), x[0], rtol=1e-12, atol=1e-14)
     z = torch.zeros_like(b)
-    for _ in range(6):
+    for _ in range(15):
         z = f(z)  # Picard, the same number of maps
-    assert float((f(x) - x).norm()) < 0.5 * float((f(z) - z).norm())  # and it accelerates
+    assert float((f(x) - x).norm()) < 0.3 * float((f(z) - z).norm())  # and it accelerates
     with pytest.raises(InputError, match="memory"):
         AndersonMemory(0)
