@@ -12,7 +12,7 @@ and ends with one line:
 
 (gap = end-to-end at its validation plateau minus layer-wise; gains = layer-wise minus
 FISTA with the paired 95% interval's lower end; memory = layer-wise peak over
-end-to-end peak, one training step at the same batch, 5 layers, fresh processes).
+end-to-end peak, one training step at the same batch, 5 layers, P=16, fresh processes).
 """
 
 from __future__ import annotations
@@ -85,18 +85,21 @@ def _e2e_curve(blocks, spec, a, out: Path, test, budget: float):
     return curve, plateau, equal
 
 
-def _memory(depths, a):
+def _memory(configs, a):
+    """Peak of one training step per (depth, P) at batch 16, 64x64, 8 coils (fresh
+    processes; independent of --quick: one step is cheap, and at the quick sizes the
+    constant overheads would hide how activations grow with depth)."""
     from convexrecon.training import peak_memory
 
     rows = []
-    for d in depths:
-        kw = dict(depth=d, n=8, size=a.size, patterns=a.patterns)
+    for d, p in configs:
+        kw = dict(depth=d, n=16, size=64, patterns=p)
         lw = peak_memory("convexrecon.nets.layerwise_memory:layerwise_step", kwargs=dict(kw, iters=3),
                          threads=a.threads)
         e2e = peak_memory("convexrecon.nets.layerwise_memory:e2e_step", kwargs=kw, threads=a.threads)
-        rows.append(dict(depth=d, layerwise_mb=lw.peak_bytes / 2**20, e2e_mb=e2e.peak_bytes / 2**20,
+        rows.append(dict(depth=d, patterns=p, layerwise_mb=lw.peak_bytes / 2**20, e2e_mb=e2e.peak_bytes / 2**20,
                          e2e_saved_mb=e2e.saved_bytes / 2**20, ratio=lw.peak_bytes / max(e2e.peak_bytes, 1)))
-        print(f"  depth {d}: layer-wise {rows[-1]['layerwise_mb']:.1f} MB, end-to-end "
+        print(f"  depth {d}, P={p}: layer-wise {rows[-1]['layerwise_mb']:.1f} MB, end-to-end "
               f"{rows[-1]['e2e_mb']:.1f} MB (saved for backward {rows[-1]['e2e_saved_mb']:.1f} MB), "
               f"ratio {rows[-1]['ratio']:.2f}", flush=True)
     return rows
@@ -142,8 +145,8 @@ def main() -> None:
         eg = paired_ci(equal["psnr_slices"], final)
         print(f"  equal time (epoch {equal['epoch']}, {equal['seconds']:.1f} s): e2e - layer-wise "
               f"{eg[0]:+.2f} dB [{eg[1]:+.2f}, {eg[2]:+.2f}]")
-    print("training memory, one step, batch 8 (fresh process each):", flush=True)
-    mem = _memory((1, 3, 5), a)
+    print("training memory, one step, batch 16, 64x64, 8 coils (fresh process each):", flush=True)
+    mem = _memory([(1, 16), (3, 16), (8, 16), (5, 8), (5, 32), (5, 16)], a)
     _figure(out, m, curve, mem)
     fista = m["gain_vs"]["l1-wavelet"]
     res = dict(layerwise=m, e2e_curve=[{k: v for k, v in c.items() if k != "psnr_slices"} for c in curve],
@@ -168,8 +171,9 @@ def _figure(out: Path, m, curve, mem) -> None:
     a1.set_xlabel("layer")
     a1.set_ylabel("test PSNR (dB)")
     a1.legend(fontsize=7)
-    a2.plot([r["depth"] for r in mem], [r["layerwise_mb"] for r in mem], "o-", label="layer-wise step")
-    a2.plot([r["depth"] for r in mem], [r["e2e_mb"] for r in mem], "s-", label="end-to-end step")
+    sweep = sorted((r for r in mem if r["patterns"] == 16), key=lambda r: r["depth"])
+    a2.plot([r["depth"] for r in sweep], [r["layerwise_mb"] for r in sweep], "o-", label="layer-wise step")
+    a2.plot([r["depth"] for r in sweep], [r["e2e_mb"] for r in sweep], "s-", label="end-to-end step")
     a2.set_xlabel("depth")
     a2.set_ylabel("peak training memory (MB)")
     a2.legend(fontsize=7)
