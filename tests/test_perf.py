@@ -15,7 +15,7 @@ from convexrecon.perf import retain_freed_memory
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 # Runs in a fresh process (the setting changes the whole process): glibc's own
-# statistics (mallinfo2) before and after a 16 MB tensor is allocated and freed.
+# statistics (mallinfo2) around a 16 MB block allocated and freed.
 _PROBE = """
 import ctypes, json, sys, torch
 class Info(ctypes.Structure):
@@ -23,21 +23,28 @@ class Info(ctypes.Structure):
                                                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 libc = ctypes.CDLL("libc.so.6")
 libc.mallinfo2.restype = Info
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
 applied = None
 if sys.argv[1] == "retain":
     from convexrecon.perf import retain_freed_memory
     applied = retain_freed_memory()
+# a raw 64 MB block (above glibc's largest dynamic mmap threshold, 32 MB), malloc then
+# free with nothing in between: mmapped by default; with the setting from the heap,
+# and kept at its top after the free (no trim)
 a = libc.mallinfo2()
-x = torch.ones(4 * 2 ** 20)
+block = libc.malloc(64 * 2 ** 20)
 b = libc.mallinfo2()
-total = float(x.sum())
-del x
+libc.free(block)
 c = libc.mallinfo2()
+# and torch's allocations still work
+x = torch.ones(4 * 2 ** 20)
+total = float(x.sum())
 print(json.dumps({"applied": applied, "mmap": b.hblkhd - a.hblkhd, "used": b.uordblks - a.uordblks,
                   "kept_free": c.keepcost, "sum": total}))
 """
 
-MB16 = 16 * 2 ** 20
+MB64 = 64 * 2 ** 20
 
 
 def _probe(mode: str) -> dict:
@@ -57,12 +64,12 @@ def test_retain_freed_memory_is_idempotent_and_clamped():
 
 @pytest.mark.skipif(not GLIBC, reason="the setting is glibc's mallopt; elsewhere it does nothing")
 def test_retain_freed_memory_applies_and_allocations_still_work():
-    """Without the setting a 16 MB block is mmapped (the probe sees it); with it the
+    """Without the setting a 64 MB block is mmapped (the probe sees it); with it the
     block comes from the heap, and the heap keeps it after the free (no trim)."""
     plain = _probe("plain")
-    assert plain["mmap"] >= MB16  # the default: a fresh mmap per large block
+    assert plain["mmap"] >= MB64  # the default: a fresh mmap per large block
     kept = _probe("retain")
     assert kept["applied"] is True
-    assert kept["mmap"] < 2 ** 20 and kept["used"] >= MB16
-    assert kept["kept_free"] >= MB16  # the freed block stays in the heap (keepcost)
+    assert kept["mmap"] < 2 ** 20 and kept["used"] >= MB64
+    assert kept["kept_free"] >= MB64  # the freed block stays in the heap (keepcost)
     assert kept["sum"] == plain["sum"] == 4 * 2 ** 20
