@@ -40,7 +40,8 @@ def _bad(result, *words):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("lw") / "run"
-    result = CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "2", "--out", str(out)])
+    result = CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "2", "--out", str(out),
+                                      "--tensorboard"])
     _ok(result)
     assert "layer-wise training" in result.stdout and "gain vs l1-wavelet" in result.stdout
     return out
@@ -49,6 +50,7 @@ def trained(tmp_path_factory) -> Path:
 def test_tiny_run_writes_checkpoint_metrics_figures(trained):
     for name in ("checkpoint.pt", "metrics.json", "psnr_per_layer.png", "reconstructions.png"):
         assert (trained / name).is_file(), name
+    assert any((trained / "tensorboard").iterdir())
     metrics = json.loads((trained / "metrics.json").read_text())
     assert [r["layer"] for r in metrics["layers"]] == [1, 2]
     assert len(metrics["per_layer"]) == 2 and "l1_wavelet" in metrics
