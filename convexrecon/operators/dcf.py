@@ -12,6 +12,7 @@ interpolation.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -28,6 +29,18 @@ KB_WIDTH = 2.34  # torchkbnufft's kbwidth: alpha = KB_WIDTH * width
 TABLE_OVERSAMP = 2 ** 10  # torchkbnufft's table: distances rounded to 1/1024 of a cell
 
 
+@functools.lru_cache(maxsize=8)
+def _kb_table(width: int) -> torch.Tensor:
+    """Kaiser-Bessel weights at every distance ``m / TABLE_OVERSAMP``, ``|m| <=
+    width / 2 * TABLE_OVERSAMP`` (zero at the ends), order 0, ``alpha = KB_WIDTH * width``."""
+    alpha = KB_WIDTH * width
+    half = int(round(width / 2 * TABLE_OVERSAMP))
+    u = torch.arange(-half, half + 1, dtype=torch.float64) / half
+    arg = alpha * torch.sqrt(torch.clamp(1 - u * u, min=0))
+    kb = torch.special.i0(arg) / torch.special.i0(torch.tensor(alpha, dtype=torch.float64))
+    return torch.where(u.abs() < 1, kb, torch.zeros((), dtype=torch.float64))
+
+
 def _axis_weights(coord: torch.Tensor, n_image: int, n_grid: int, width: int
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cell indices ``(K, width)`` and complex Kaiser-Bessel weights along one axis.
@@ -37,17 +50,13 @@ def _axis_weights(coord: torch.Tensor, n_image: int, n_grid: int, width: int
     neighbouring points, except across the periodic edge of the grid, where it
     decides how wrapped neighbours add up.
     """
-    alpha = KB_WIDTH * width
     g = coord * (n_grid / (2 * math.pi))  # grid units, centred on 0
     first = torch.floor(g - width / 2)
     cells = first[:, None] + torch.arange(1, width + 1, dtype=g.dtype, device=g.device)
-    # distances rounded as torchkbnufft's kernel table rounds them
-    dist = torch.round((g[:, None] - cells) * TABLE_OVERSAMP) / TABLE_OVERSAMP
-    u = dist / (width / 2)
-    inside = u.abs() < 1
-    arg = alpha * torch.sqrt(torch.clamp(1 - u * u, min=0))
-    kb = torch.where(inside, torch.special.i0(arg) / torch.special.i0(torch.tensor(alpha)),
-                     torch.zeros((), dtype=g.dtype, device=g.device))
+    # distances in table steps, rounded as torchkbnufft's kernel table rounds them
+    steps = torch.round((g[:, None] - cells) * TABLE_OVERSAMP).long()
+    table = _kb_table(width).to(g.device)
+    kb = table[steps + (table.numel() - 1) // 2]
     phase = (math.pi / n_grid) * (g[:, None] + (n_image - 1) * cells)
     return torch.remainder(cells, n_grid).long(), torch.polar(kb, phase)
 
@@ -112,11 +121,11 @@ def pipe_menon_dcf(traj, im_size: Sequence[int], *, iters: int = 20, oversamp: f
     grid = [max(int(math.ceil(osf * n)), n) for n in size]
     idx, wts = gridding_matrix(t.cpu(), size, grid, width=width)
     k, per_point = idx.shape
-    g = scipy.sparse.csr_matrix(
-        (wts.reshape(-1).to(torch.complex64).numpy(), idx.reshape(-1).numpy(),
-         np.arange(0, k * per_point + 1, per_point)),
-        shape=(k, math.prod(grid)))
-    g_h = g.conj().T.tocsr()
+    data = wts.reshape(-1).to(torch.complex64).numpy()
+    cells, ptr = idx.reshape(-1).numpy(), np.arange(0, k * per_point + 1, per_point)
+    g = scipy.sparse.csr_matrix((data, cells, ptr), shape=(k, math.prod(grid)))
+    # the same arrays read column-wise are G^T: conjugated, G^H without a transpose
+    g_h = scipy.sparse.csc_matrix((data.conj(), cells, ptr), shape=(math.prod(grid), k))
     # single precision products (memory bound; their rounding, ~1e-7, is far below
     # the 1e-3 agreement with torchkbnufft's table), double precision weights
     w = np.ones(k)
