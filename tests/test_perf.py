@@ -67,9 +67,9 @@ def test_retain_freed_memory_applies_and_allocations_still_work():
     """Without the setting a 64 MB block is mmapped (the probe sees it); with it the
     block comes from the heap, and the heap keeps it after the free (no trim)."""
     plain = _probe("plain")
-    assert plain["mmap"] >= MB64  # the default: a fresh mmap per large block
+    assert plain["mmap"] >= MB64, plain  # the default: a fresh mmap per large block
     kept = _probe("retain")
-    assert kept["applied"] is True
-    assert kept["mmap"] < 2 ** 20 and kept["used"] >= MB64
-    assert kept["kept_free"] >= MB64  # the freed block stays in the heap (keepcost)
+    assert kept["applied"] is True, kept
+    assert kept["mmap"] < 2 ** 20 and kept["used"] >= MB64, kept
+    assert kept["kept_free"] >= MB64, kept  # the freed block stays in the heap (keepcost)
     assert kept["sum"] == plain["sum"] == 4 * 2 ** 20

@@ -21,13 +21,14 @@ rule (:func:`choose_sense`):
 3. For every ``mu`` of ``grid``, run CG on each training problem and record the
    held-out prediction error ``sum ||P A_s x_k - P y_s||^2 / ||P y_s||^2`` after every
    iteration ``k`` (summed over the folds, slices and coils); a run stops early once
-   the error exceeds its best so far by the fraction ``rise`` (past the minimum: the
-   noise amplification only grows from there) or CG reaches ``tol``.
+   its error exceeds its best so far by the fraction ``rise`` (past the minimum: the
+   noise amplification only grows from there) or CG reaches ``tol``, and then counts
+   with its last error.
 4. Pick the ``(mu, k)`` with the smallest error (the fewer iterations, then the
-   larger ``mu``, on ties). One pair serves the whole volume. When the smallest
-   error is the last of its run (CG reached ``tol`` or ``max_iter`` while the error
-   was still falling), the count is ``max_iter``: the reconstruction then runs to
-   its tolerance, as the training run did.
+   larger ``mu``, on ties). One pair serves the whole volume. When a training run of
+   that ``mu`` had already converged (reached ``tol``, or ``max_iter``) by iteration
+   ``k``, the count is ``max_iter``: the data asks for the converged solution, and
+   the reconstruction runs to its own tolerance.
 
 The reconstruction then runs CG on all data with that ``mu`` for ``k`` iterations.
 """
@@ -139,16 +140,25 @@ def choose_sense_on(scaled: Scaled, *, grid: Sequence[float] | None = None, max_
         split, problems = "coils", _coil_folds(scaled, min(folds, scaled.data.ncoils))
     else:
         split, problems = "samples", [_sample_fold(scaled, holdout, center_fraction, seed)]
-    curves = []
+    curves, settled = [], []
     for mu in cands:
-        total: list[float] = []
-        for op, y, predict in problems:
-            errs = _held_out_curve(op, y, predict, mu, max_iter=max_iter, rise=rise, tol=tol)
-            total = errs if not total else [a + b for a, b in zip(total, errs)]
+        runs = [_held_out_curve(op, y, predict, mu, max_iter=max_iter, rise=rise, tol=tol)
+                for op, y, predict in problems]
+        # a run that stopped keeps its last error: at CG's tolerance its iterate no
+        # longer changes; past its minimum (the rise) its error only grows, so the
+        # last one is a lower bound that cannot make a later iteration win
+        length = max_iter if not all(rose for _, rose in runs) else max(len(e) for e, _ in runs)
+        total = [sum(e[min(k, len(e) - 1)] for e, _ in runs) for k in range(length)]
         curves.append(tuple(total))
+        # from this iteration on, a training run had converged (or all ran out)
+        settled.append(min([len(e) for e, rose in runs if not rose] or [max_iter + 1]))
     best = min(((e, k, -mu) for mu, curve in zip(cands, curves) for k, e in enumerate(curve, 1)))
     mu = -best[2] + 0.0
-    iters = best[1] if best[1] < len(curves[cands.index(mu)]) else max_iter
+    i = cands.index(mu)
+    # best at or after a training run's convergence: the data asks for a converged
+    # solution, and the full problem (more coils, better conditioned but not the same
+    # iteration count) runs to its own tolerance
+    iters = max_iter if best[1] >= settled[i] else best[1]
     return SenseChoice(mu=mu, iters=iters, grid=cands, curves=tuple(curves), split=split,
                        folds=len(problems))
 
@@ -158,7 +168,9 @@ class _Stop(Exception):
 
 
 def _held_out_curve(op, y, predict, mu: float, *, max_iter: int, rise: float,
-                    tol: float) -> list[float]:
+                    tol: float) -> tuple[list[float], bool]:
+    """The held-out error after each CG iteration, and whether the run stopped on a
+    rise (rather than at ``tol`` or ``max_iter``)."""
     errs: list[float] = []
     best = [float("inf")]
 
@@ -171,12 +183,13 @@ def _held_out_curve(op, y, predict, mu: float, *, max_iter: int, rise: float,
         if e > (1.0 + rise) * best[0]:
             raise _Stop
 
+    rose = False
     with torch.no_grad():
         try:
             solve("sense", op, y, mu, max_iter=max_iter, tol=tol, callback=record)
         except _Stop:
-            pass
-    return errs
+            rose = True
+    return (errs or [1.0]), rose  # no iteration run: x = 0 predicts nothing (error 1)
 
 
 def choose_sense(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
