@@ -246,6 +246,20 @@ def test_jacobian_regulariser_produces_gradients_towards_a_smaller_jacobian():
     assert float(g_est @ g_exact / (g_est.norm() * g_exact.norm())) > 0.8
 
 
+def test_cg_solve_is_twice_differentiable():
+    # the backward of cg_solve is itself a cg_solve: gradgradcheck in b and mu
+    from convexrecon.operators.base import Dense
+    from convexrecon.solvers.cg import cg_solve
+
+    g = torch.Generator().manual_seed(0)
+    M = torch.randn(5, 5, dtype=DT, generator=g)
+    op = Dense(M.conj().T @ M)
+    b = torch.randn(2, 5, dtype=DT, generator=g).requires_grad_()
+    mu = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    fn = lambda b, mu: cg_solve(op, b, mu=mu, batch_dims=1, max_iter=100, tol=1e-13)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (b, mu))
+
+
 def test_deq_jacobian_regularisation_through_cg_data_consistency():
     A, y, target = _problem()
     model = _deq(dc="cg", backward="jfb", jac_reg=1.0, tol=1e-6)
