@@ -49,7 +49,7 @@ def _args() -> argparse.Namespace:
     return a
 
 
-def _e2e_curve(blocks, spec, a, out: Path, test, budget: float):
+def _e2e_curve(net_spec, spec, a, out: Path, test, budget: float):
     """Train the identical architecture epoch by epoch (fit resumes losslessly), test after each."""
     from convexrecon.nets.e2e_baselines import SubsetDataset, train_e2e
     from convexrecon.nets.layerwise_data import _dataset, _indices
@@ -57,7 +57,8 @@ def _e2e_curve(blocks, spec, a, out: Path, test, budget: float):
     from convexrecon.training import build_model
 
     model_spec = {"factory": "convexrecon.nets.e2e_baselines:gated_e2e_net",
-                  "kwargs": {"blocks": blocks, "dc_mu": 0.1, "seed": 0}}
+                  "kwargs": {"blocks": net_spec["blocks"], "dc_mu": 0.1, "seed": 0,
+                             "skip_input": net_spec["skip_input"]}}
     model = build_model(model_spec)
     tr, va = _dataset(spec, "train"), _dataset(spec, "val")
     train = SubsetDataset(tr, _indices(len(tr), a.n_train, "train", False))
@@ -137,7 +138,7 @@ def main() -> None:
         print(f"  layer-wise - {ref}: {g['mean_db']:+.2f} dB [{g['ci_low_db']:+.2f}, {g['ci_high_db']:+.2f}]")
     test = load_split(spec, "test")
     print("end-to-end (identical architecture, Adam 1e-3, batch 4, DC mu 0.1):", flush=True)
-    curve, plateau, equal = _e2e_curve(run.net.spec()["blocks"], spec, a, out / "e2e", test, lw_time)
+    curve, plateau, equal = _e2e_curve(run.net.spec(), spec, a, out / "e2e", test, lw_time)
     final = m["per_layer"][-1]["psnr_slices"]
     gap, glo, ghi = paired_ci(plateau["psnr_slices"], final)
     print(f"  plateau (epoch {plateau['epoch']}): e2e - layer-wise {gap:+.2f} dB [{glo:+.2f}, {ghi:+.2f}]")

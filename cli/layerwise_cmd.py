@@ -259,8 +259,10 @@ def train_e2e_cmd(
         model_spec = {"factory": "convexrecon.nets.e2e_baselines:unet_recon",
                       "kwargs": {"features": 16, "levels": 2, "dc_mu": mu, "seed": seed}}
     else:
+        skip = True
         if like is not None:
-            blocks = load_checkpoint(like)["model_spec"]["kwargs"]["blocks"]
+            kw = load_checkpoint(like)["model_spec"]["kwargs"]
+            blocks, skip = kw["blocks"], bool(kw.get("skip_input", False))
         else:
             k, P, L = kernel or p["kernel"], patterns or p["patterns"], layers or p["layers"]
             if k < 1 or k % 2 == 0:
@@ -269,9 +271,9 @@ def train_e2e_cmd(
             for _ in range(L):
                 blocks.append(dict(n_gates=P, in_channels=cin, kernel=k, width=2 * P, c_out=2,
                                    padding="zeros", bias=True))
-                cin = 2 * P + 1
+                cin = 2 * P + 1 + 2 * skip
         model_spec = {"factory": "convexrecon.nets.e2e_baselines:gated_e2e_net",
-                      "kwargs": {"blocks": blocks, "dc_mu": mu, "seed": seed}}
+                      "kwargs": {"blocks": blocks, "dc_mu": mu, "seed": seed, "skip_input": skip}}
     model = build_model(model_spec)
     tr_ds, va_ds = _dataset(spec, "train"), _dataset(spec, "val")
     folder = spec.data_dir is not None

@@ -75,7 +75,7 @@ def test_training_loss_improves_per_layer(splits):
     zf = psnr(data_consistency(train.operator, train.x0, train.x0, mu=0.1), train.target)
     assert reps[0].train_psnr > zf
     assert reps[1].train_psnr > reps[0].train_psnr
-    assert reps[0].width <= 2 * 4 and reps[1].in_channels == reps[0].width
+    assert reps[0].width <= 2 * 4 and reps[1].in_channels == reps[0].width + 2  # + the input skip
 
 
 def test_dcmap_is_self_adjoint_contraction(splits):

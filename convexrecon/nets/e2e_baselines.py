@@ -30,11 +30,13 @@ __all__ = ["gated_e2e_net", "unet_recon", "DenoiserRecon", "recon_loss", "recon_
 
 
 def gated_e2e_net(*, blocks: list[dict], dc_mu: float | None = 0.1, seed: int = 0,
-                  dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER) -> LayerwiseNet:
+                  dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER,
+                  skip_input: bool = False) -> LayerwiseNet:
     """A :class:`LayerwiseNet` with the given block shapes, random gates and a
     He-style random initialisation (the last block's output scaled down, so that the
     fresh network is close to ``x_0``)."""
-    net = layerwise_net_from_spec(blocks=blocks, dc_mu=dc_mu, dc_tol=dc_tol, dc_max_iter=dc_max_iter)
+    net = layerwise_net_from_spec(blocks=blocks, dc_mu=dc_mu, dc_tol=dc_tol, dc_max_iter=dc_max_iter,
+                                  skip_input=skip_input)
     gen = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         for i, b in enumerate(net.blocks):

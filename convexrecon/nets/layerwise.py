@@ -17,6 +17,9 @@ layer-wise training", made precise here):
   frozen; ``h_i = g_i.features(h_{i-1})`` stacks every kept neuron (every singular
   component of every pattern, so the width is at most ``2P``). The second layer is
   dropped except at the last step.
+- **Input skip** (default): ``x_0``'s channels are appended to every ``h_i``, so a
+  deeper step can always use the input (without it, later steps saw only the
+  width-``2P`` features and lost accuracy).
 - **Gates** of step ``i + 1`` are filters on ``h_i``: Gaussian (default) or patches
   sampled from ``h_i`` (``gates="patches"``).
 - **Whitening** (default): each step is solved in whitened patch coordinates,
@@ -125,11 +128,13 @@ class LayerwiseNet(torch.nn.Module):
     """
 
     def __init__(self, blocks: Sequence[torch.nn.Module], *, dc_mu: float | None = None,
-                 dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER) -> None:
+                 dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER,
+                 skip_input: bool = False) -> None:
         super().__init__()
         if len(blocks) < 1:
             raise InputError("blocks: expected at least one block, got none")
         self.blocks = torch.nn.ModuleList(blocks)
+        self.skip_input = bool(skip_input)
         self.dc_mu = None if dc_mu is None else float(dc_mu)
         self.dc_tol, self.dc_max_iter = float(dc_tol), int(dc_max_iter)
 
@@ -144,13 +149,13 @@ class LayerwiseNet(torch.nn.Module):
     def truncated(self, depth: int) -> "LayerwiseNet":
         """The network of the first ``depth`` blocks (shares their parameters)."""
         return LayerwiseNet(list(self.blocks)[:depth], dc_mu=self.dc_mu, dc_tol=self.dc_tol,
-                            dc_max_iter=self.dc_max_iter)
+                            dc_max_iter=self.dc_max_iter, skip_input=self.skip_input)
 
     def hidden(self, h0: torch.Tensor) -> torch.Tensor:
         """``h_{L-1}`` from ``h_0`` (real ``(N, 2, H, W)``)."""
         h = h0
         for b in list(self.blocks)[:-1]:
-            h = b.features(h)
+            h = next_features(b, h, h0 if self.skip_input else None)
         return h
 
     def image_forward(self, x0: torch.Tensor) -> torch.Tensor:
@@ -172,11 +177,20 @@ class LayerwiseNet(torch.nn.Module):
                        kernel=int(b.kernel_size), width=int(b.first.shape[0]),
                        c_out=int(b.second.shape[0]), padding=b.padding, bias=bool(b.bias))
                   for b in self.blocks]
-        return dict(blocks=blocks, dc_mu=self.dc_mu, dc_tol=self.dc_tol, dc_max_iter=self.dc_max_iter)
+        return dict(blocks=blocks, dc_mu=self.dc_mu, dc_tol=self.dc_tol, dc_max_iter=self.dc_max_iter,
+                    skip_input=self.skip_input)
+
+
+def next_features(block: torch.nn.Module, h: torch.Tensor, h0: torch.Tensor | None) -> torch.Tensor:
+    """The next layer's input: ``block.features(h)``, with the input channels ``h0``
+    appended when given (the skip of ``skip_input``)."""
+    f = block.features(h)
+    return f if h0 is None else torch.cat([f, h0.to(f.dtype)], dim=1)
 
 
 def layerwise_net_from_spec(*, blocks: list[dict], dc_mu: float | None = None,
-                            dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER) -> LayerwiseNet:
+                            dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER,
+                            skip_input: bool = False) -> LayerwiseNet:
     """A :class:`LayerwiseNet` of the given shapes with zero weights (load a state dict
     into it); the factory of its checkpoints' ``model_spec``."""
     _, GatedConvNet = _gated_classes()
@@ -186,7 +200,7 @@ def layerwise_net_from_spec(*, blocks: list[dict], dc_mu: float | None = None,
         mods.append(GatedConvNet(torch.zeros(p, c, k, k), torch.zeros(m, dtype=torch.long),
                                  torch.zeros(m, c, k, k), torch.zeros(co, m, 1, 1),
                                  padding=b.get("padding", "zeros"), bias=bool(b.get("bias", True))))
-    return LayerwiseNet(mods, dc_mu=dc_mu, dc_tol=dc_tol, dc_max_iter=dc_max_iter)
+    return LayerwiseNet(mods, dc_mu=dc_mu, dc_tol=dc_tol, dc_max_iter=dc_max_iter, skip_input=skip_input)
 
 
 def make_gates(h: torch.Tensor, n: int, kernel: int, *, kind: str = "gaussian", seed: int = 0,
@@ -225,7 +239,8 @@ class LayerwiseConfig:
     ``dc_in_step=False`` trains image-only and applies DC after the network.
     ``whiten`` solves in whitened patch coordinates (``U = W U'``, ``W = V
     Sigma^-1/2`` of the patch covariance): far fewer iterations, and the penalty is
-    the nuclear norm of the whitened filters.
+    the nuclear norm of the whitened filters. ``skip_input`` appends ``x_0``'s two
+    channels to every layer's features (a deeper step can always use the input).
     """
 
     layers: int = 5
@@ -238,6 +253,7 @@ class LayerwiseConfig:
     beta_fracs: tuple[float, ...] = DEFAULT_BETA_FRACS
     gates: str = "gaussian"
     whiten: bool = True
+    skip_input: bool = True
     max_iter: int = 200
     tol: float = 1e-3
     check_every: int = 5
@@ -322,9 +338,11 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
         raise InputError(f"blocks: expected at most layers={cfg.layers} trained blocks, got {len(blocks)}")
     dc_train = cfg.dc_mu is not None and cfg.dc_in_step
     with torch.no_grad():
-        h_tr, h_va = _channels(train.x0), _channels(val.x0)
+        h0_tr, h0_va = _channels(train.x0), _channels(val.x0)
+        s_tr, s_va = (h0_tr, h0_va) if cfg.skip_input else (None, None)
+        h_tr, h_va = h0_tr, h0_va
         for b in blocks:
-            h_tr, h_va = b.features(h_tr), b.features(h_va)
+            h_tr, h_va = next_features(b, h_tr, s_tr), next_features(b, h_va, s_va)
         if dc_train:
             dcmap = DCMap(train.operator, n=len(train), mu=cfg.dc_mu, dtype=h_tr.dtype)
             base_out = data_consistency(train.operator, train.x0, train.x0, mu=cfg.dc_mu)
@@ -364,14 +382,14 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
         v, frac, blk, obj, cert, U = best
         with torch.no_grad():
             tr = _eval_psnr(train, train.x0 + _complex(blk(h_tr)).to(train.x0.dtype), cfg.dc_mu)
-            h_tr, h_va = blk.features(h_tr), blk.features(h_va)
+            h_tr, h_va = next_features(blk, h_tr, s_tr), next_features(blk, h_va, s_va)
         blocks.append(blk)
         rep = LayerReport(layer=i + 1, in_channels=int(gates.shape[1]) - 1, width=int(blk.first.shape[0]),
                           beta=frac * bmax, beta_frac=frac, objective=obj, certificate=cert,
                           iterations=iters, seconds=time.perf_counter() - t0, train_psnr=tr,
                           val_psnr=v, path=path, solution=U)
         reports.append(rep)
-        net = LayerwiseNet(blocks, dc_mu=cfg.dc_mu)
+        net = LayerwiseNet(blocks, dc_mu=cfg.dc_mu, skip_input=cfg.skip_input)
         if on_layer is not None:
             on_layer(net, rep)
-    return LayerwiseNet(blocks, dc_mu=cfg.dc_mu), reports
+    return LayerwiseNet(blocks, dc_mu=cfg.dc_mu, skip_input=cfg.skip_input), reports

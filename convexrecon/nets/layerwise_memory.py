@@ -19,20 +19,20 @@ from typing import Any, Callable
 import torch
 
 from convexrecon.nets.e2e_baselines import gated_e2e_net
-from convexrecon.nets.layerwise import LayerwiseNet, make_gates, _gated_classes
+from convexrecon.nets.layerwise import LayerwiseNet, _gated_classes, make_gates, next_features
 from convexrecon.nets.layerwise_program import DCMap, LayerProgram, data_consistency, whitening_matrix
 from convexrecon.operators.conv import complex_to_channels
 
 __all__ = ["layerwise_step", "e2e_step", "block_shapes"]
 
 
-def block_shapes(depth: int, patterns: int, kernel: int) -> list[dict]:
-    """Blocks of width ``2P`` (the most a gated step can give)."""
+def block_shapes(depth: int, patterns: int, kernel: int, *, skip_input: bool = True) -> list[dict]:
+    """Blocks of width ``2P`` (the most a gated step can give), with the input skip."""
     out, cin = [], 3
     for _ in range(depth):
         out.append(dict(n_gates=patterns, in_channels=cin, kernel=kernel, width=2 * patterns, c_out=2,
                         padding="zeros", bias=True))
-        cin = 2 * patterns + 1
+        cin = 2 * patterns + 1 + 2 * bool(skip_input)
     return out
 
 
@@ -52,7 +52,7 @@ def layerwise_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: in
                    patterns: int = 8, kernel: int = 3, iters: int = 5, dc_mu: float = 0.1) -> Callable[[], Any]:
     A, y, x = _problem(n, size, coils, device)
     spec = block_shapes(depth, patterns, kernel)
-    frozen = gated_e2e_net(blocks=spec, dc_mu=dc_mu).to(device)
+    frozen = gated_e2e_net(blocks=spec, dc_mu=dc_mu, skip_input=True).to(device)
     Gated, _ = _gated_classes()
 
     def step() -> Any:
@@ -60,9 +60,10 @@ def layerwise_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: in
 
         with torch.no_grad():
             x0 = A.adjoint(y)
-            h = complex_to_channels(x0)
+            h0 = complex_to_channels(x0)
+            h = h0
             for b in list(frozen.blocks)[: depth - 1]:  # the feature cache
-                h = b.features(h)
+                h = next_features(b, h, h0)
             M = DCMap(A, n=n, mu=dc_mu)
             target = complex_to_channels(x - data_consistency(A, x0, x0, mu=dc_mu))
             base = Gated(h, target, kernel_size=kernel, n_patterns=patterns, beta=1.0,
@@ -77,7 +78,8 @@ def layerwise_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: in
 def e2e_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: int = 8, depth: int = 5,
              patterns: int = 8, kernel: int = 3, dc_mu: float = 0.1) -> Callable[[], Any]:
     A, y, x = _problem(n, size, coils, device)
-    net: LayerwiseNet = gated_e2e_net(blocks=block_shapes(depth, patterns, kernel), dc_mu=dc_mu).to(device)
+    net: LayerwiseNet = gated_e2e_net(blocks=block_shapes(depth, patterns, kernel), dc_mu=dc_mu,
+                                      skip_input=True).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def step() -> Any:
