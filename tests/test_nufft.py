@@ -373,8 +373,12 @@ def test_backend_selection_and_errors():
     traj = _traj(10)
     assert NUFFT(traj, (4, 4)).backend == "finufft"  # the default on the CPU
     assert NUFFT(traj, (4, 4), backend="torchkbnufft").backend == "torchkbnufft"
-    assert NUFFT(traj, (4, 4)).kernel is not None  # Toeplitz: measured as fast or faster
-    assert NUFFT(traj, (4, 4), toeplitz=False).kernel is None
+    # the faster normal per backend: direct with FINUFFT, Toeplitz with torchkbnufft
+    assert NUFFT(traj, (4, 4)).kernel is None
+    assert NUFFT(traj, (4, 4), backend="torchkbnufft").kernel is not None
+    assert NUFFT(traj, (4, 4), toeplitz=True).kernel is not None
+    assert NUFFT(traj, (4, 4), backend="torchkbnufft", toeplitz=False).kernel is None
+    assert NUFFT(traj, (4, 4)).to(dtype=torch.complex128).kernel is None
     with pytest.raises(InputError, match="backend"):
         NUFFT(traj, (4, 4), backend="sigpy")
     with pytest.raises(InputError, match="eps"):

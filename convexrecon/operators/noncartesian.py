@@ -51,7 +51,7 @@ class NonCartesianSense(Operator):
 
     def __init__(self, maps, traj, *, dcf=None, dtype: torch.dtype | None = None,
                  backend: str = "auto", eps: float | None = None, oversamp: float = 2.0,
-                 width: int = 6, toeplitz: bool = True) -> None:
+                 width: int = 6, toeplitz: bool | None = None) -> None:
         t = as_tensor(traj, "traj")
         ndim = t.shape[0] if t.ndim == 2 else 2
         m, dtype = _maps_and_dtype(maps, dtype, ndim + 1)
@@ -103,7 +103,7 @@ class StackOfStars(Operator):
 
     def __init__(self, maps, traj, *, dcf=None, dtype: torch.dtype | None = None,
                  backend: str = "auto", eps: float | None = None, oversamp: float = 2.0,
-                 width: int = 6, toeplitz: bool = True) -> None:
+                 width: int = 6, toeplitz: bool | None = None) -> None:
         m, dtype = _maps_and_dtype(maps, dtype, 4)
         t = as_tensor(traj, "traj")
         if t.ndim != 2 or t.shape[0] != 2:

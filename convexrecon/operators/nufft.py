@@ -19,10 +19,10 @@ Conventions
 * ``normal`` can use the Toeplitz embedding: ``A^H W A`` is a convolution, applied
   by FFTs on a grid twice the image size with a kernel precomputed at construction.
   It matches ``adjoint(forward(x))`` to the accuracy of the NUFFT (about 1e-5 to
-  1e-3 relative), not to machine precision. It is the default for both backends:
-  ``benchmarks/operators.py`` times both normals, and the Toeplitz one was as fast
-  or faster than FINUFFT's forward plus adjoint (8 coils) and 2 to 3x faster for
-  one coil (docs/BENCHMARKS.md).
+  1e-3 relative), not to machine precision. ``toeplitz=None`` (the default) takes
+  the faster normal of the backend, as timed by ``benchmarks/operators.py``: the
+  Toeplitz one for torchkbnufft, ``adjoint(forward(x))`` for FINUFFT (1.7x faster
+  than Toeplitz from 4 coils on; about equal for one coil).
 * dtype: inputs must have the operator's precision (a real input of that precision
   is taken as complex); anything else raises ``InputError`` (see
   :meth:`~convexrecon.operators.base.Operator.forward`).
@@ -46,6 +46,9 @@ from convexrecon.operators.nufft_tkbn import TkbnBackend
 __all__ = ["NUFFT", "pipe_menon_dcf", "check_traj", "toeplitz_apply", "BACKENDS", "resolve_backend"]
 
 BACKENDS = ("auto", "finufft", "torchkbnufft")
+# normal by Toeplitz embedding (True) or by adjoint(forward) (False) when toeplitz=None:
+# the faster one per backend in benchmarks/operators.py (docs/BENCHMARKS.md, operators)
+TOEPLITZ_DEFAULT = {"finufft": False, "torchkbnufft": True}
 
 
 def toeplitz_apply(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -96,8 +99,9 @@ class NUFFT(Operator):
         width: Kaiser-Bessel kernel width in grid points (torchkbnufft backend).
         dcf: optional ``(K,)`` non-negative weights ``w``; the operator becomes
             ``W^{1/2} A`` so that ``normal = A^H W A`` (see the module docstring).
-        toeplitz: use the Toeplitz embedding for ``normal`` (precomputed kernel).
-            If False, ``normal`` is ``adjoint(forward(x))``.
+        toeplitz: use the Toeplitz embedding for ``normal`` (precomputed kernel);
+            False: ``normal`` is ``adjoint(forward(x))``; None: the faster of the
+            two for the backend (Toeplitz for torchkbnufft, direct for FINUFFT).
         dtype: complex dtype of the computation (complex128 uses a double
             precision plan).
 
@@ -108,7 +112,7 @@ class NUFFT(Operator):
 
     def __init__(self, traj, im_size: Sequence[int], *, backend: str = "auto",
                  eps: float | None = None, oversamp: float = 2.0, width: int = 6, dcf=None,
-                 toeplitz: bool = True, dtype: torch.dtype = torch.complex64) -> None:
+                 toeplitz: bool | None = None, dtype: torch.dtype = torch.complex64) -> None:
         size = check_im_size(im_size)
         if not (isinstance(dtype, torch.dtype) and dtype.is_complex):
             raise InputError(f"dtype: expected a complex torch dtype, got {dtype!r}")
@@ -124,8 +128,8 @@ class NUFFT(Operator):
         if eps is not None and not (isinstance(eps, (int, float)) and not isinstance(eps, bool)
                                     and 1e-15 <= float(eps) < 1):
             raise InputError(f"eps: expected a tolerance in [1e-15, 1), got {eps!r}")
-        if not isinstance(toeplitz, bool):
-            raise InputError(f"toeplitz: expected True or False, got {toeplitz!r}")
+        if toeplitz is not None and not isinstance(toeplitz, bool):
+            raise InputError(f"toeplitz: expected True, False or None, got {toeplitz!r}")
         super().__init__(size, (t.shape[1],), dtype=dtype)
         rdt = real_dtype_of(dtype)
         self.traj = t.to(dtype=rdt)
@@ -135,7 +139,7 @@ class NUFFT(Operator):
         self.width = width
         self.eps = None if eps is None else float(eps)
         self.backend_request = backend
-        self.use_toeplitz = toeplitz
+        self.toeplitz_request = toeplitz
         self.dcf = None if dcf is None else check_dcf(dcf, t.shape[1], rdt, self.traj.device)
         self.sqrt_dcf = None if self.dcf is None else torch.sqrt(self.dcf)
         self.backend = resolve_backend(backend, self.traj.device)
@@ -145,6 +149,13 @@ class NUFFT(Operator):
         self.kernel = self._toeplitz_kernel() if self.use_toeplitz else None
 
     # -- construction helpers -------------------------------------------------------
+    @property
+    def use_toeplitz(self) -> bool:
+        """Whether ``normal`` uses the Toeplitz embedding."""
+        if self.toeplitz_request is None:
+            return TOEPLITZ_DEFAULT[self.backend]
+        return self.toeplitz_request
+
     def _make_backend(self):
         if self.backend == "finufft":
             eps = default_eps(self.dtype) if self.eps is None else self.eps
@@ -163,8 +174,10 @@ class NUFFT(Operator):
         self.backend = resolve_backend(self.backend_request, self.traj.device)
         self._impl = self._make_backend()
         # recompute the kernel in the new precision (or backend) rather than keep a rounded one
-        if self.use_toeplitz and (old_backend != self.backend
-                                  or self.kernel.dtype != real_dtype_of(self.dtype)):
+        if not self.use_toeplitz:
+            self.kernel = None
+        elif (self.kernel is None or old_backend != self.backend
+              or self.kernel.dtype != real_dtype_of(self.dtype)):
             self.kernel = self._toeplitz_kernel()
 
     # -- operator -------------------------------------------------------------------
