@@ -117,7 +117,7 @@ def test_cone_decomposition_gives_a_relu_network_with_the_gated_outputs(c):
     _, U = cvx_solve(prog)
     relu, x = cone_decomposition(prog, U)
     assert isinstance(relu, TwoLayerReLU) and torch.equal(relu.D, prog.D)
-    assert relu.violation(x) == 0.0
+    assert relu.violation(x) <= 1e-12  # feasible up to the rounding of X u
     assert torch.allclose(relu.predict(x), prog.predict(U), atol=1e-10)
     net = recover_network(relu, x)
     assert isinstance(net, TwoLayerNet) and not isinstance(net, GatedNet)
