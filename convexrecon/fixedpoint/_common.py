@@ -63,7 +63,7 @@ class _Run:
 
     def __init__(self, solver: str, f: Callable, z0: torch.Tensor, *, tol: float, stop: str,
                  batch_dims: int, divergence: float) -> None:
-        self.solver, self.f = solver, f
+        self.solver, self.f, self.z0 = solver, f, z0
         self.shape, self.dtype = z0.shape, z0.dtype
         self.batch_shape = z0.shape[:batch_dims]
         self.n = int(math.prod(self.batch_shape))
@@ -146,6 +146,24 @@ class _Run:
 
     def advance(self, live: torch.Tensor) -> None:
         self.iterations += live.to(torch.long)
+
+    def iterate(self, step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
+                max_iter: int) -> tuple[torch.Tensor, FixedPointStats]:
+        """The loop of the one-step methods: ``step(x, g)`` gives every sample's next
+        iterate from ``x`` and its residual ``g``; the samples still running take it."""
+        with torch.no_grad():
+            x = self.flat(self.z0).clone()
+            fx, g = self.evaluate(x)
+            self.record(x, fx, g, 0)
+            for k in range(max_iter):
+                live = self.live
+                if not bool(live.any()):
+                    break
+                x = torch.where(live[:, None], step(x, g), x)
+                self.advance(live)
+                fx, g = self.evaluate(x)
+                self.record(x, fx, g, k + 1)
+        return self.result()
 
     def result(self, inverse_jacobian=None) -> tuple[torch.Tensor, FixedPointStats]:
         bs = self.batch_shape

@@ -79,20 +79,13 @@ def anderson(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max
         raise InputError(f"beta: expected a number in (0, 1], got {beta!r}")
     mem = AndersonMemory(memory, lam=lam)  # checks memory and lam
     run = _Run("anderson", f, z0, tol=tol, stop=stop, batch_dims=batch_dims, divergence=divergence)
-    with torch.no_grad():
-        x = run.flat(z0).clone()
-        fx, g = run.evaluate(x)
-        run.record(x, fx, g, 0)
-        for k in range(max_iter):
-            live = run.live
-            if not bool(live.any()):
-                break
-            mem.push(x, g)
-            x = torch.where(live[:, None], mem.mix(beta=float(beta)), x)
-            run.advance(live)
-            fx, g = run.evaluate(x)
-            run.record(x, fx, g, k + 1)
-    return run.result()
+    beta = float(beta)
+
+    def step(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        mem.push(x, g)
+        return mem.mix(beta=beta)
+
+    return run.iterate(step, max_iter=max_iter)
 
 
 def _coefficients_host(gram: torch.Tensor, rhs: torch.Tensor, *, lam: float) -> torch.Tensor:

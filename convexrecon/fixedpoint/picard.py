@@ -39,16 +39,5 @@ def picard(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_i
     if not 0 < float(damping) <= 1:
         raise InputError(f"damping: expected a number in (0, 1], got {damping!r}")
     run = _Run("picard", f, z0, tol=tol, stop=stop, batch_dims=batch_dims, divergence=divergence)
-    with torch.no_grad():
-        x = run.flat(z0).clone()
-        fx, g = run.evaluate(x)
-        run.record(x, fx, g, 0)
-        for k in range(max_iter):
-            live = run.live
-            if not bool(live.any()):
-                break
-            x = torch.where(live[:, None], x + float(damping) * g, x)
-            run.advance(live)
-            fx, g = run.evaluate(x)
-            run.record(x, fx, g, k + 1)
-    return run.result()
+    damping = float(damping)
+    return run.iterate(lambda x, g: x + damping * g, max_iter=max_iter)
