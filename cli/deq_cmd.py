@@ -164,7 +164,7 @@ def _run(model_spec: dict, *, problem: str, mask: Optional[str], size: int, limi
     _loss_figure(history, out / "loss.png")
     last = history.epochs[-1] if history.epochs else {}
     parts = [f"epochs={len(history.epochs)}"]
-    for key in ("train_loss", "val_loss", "val_psnr", "train_fwd_iters", "skipped"):
+    for key in ("train_loss", "val_loss", "val_psnr", "train_fwd_iters", "train_fwd_residual", "skipped"):
         if last.get(key) is not None:
             parts.append(f"{key}={last[key]:.4g}")
     typer.echo(" ".join(parts) + f" out={out}")

@@ -156,3 +156,28 @@ def test_hooks_skip_only_diverged_batches_and_reset_the_streak():
     assert other.total == 3
     with pytest.raises(Exception, match="--warm-start"):
         DEQHooks(m, max_diverged=2).load_state_dict(state)
+
+
+def test_train_deq_progress_and_metrics_carry_forward_iterations_and_residual(tmp_path):
+    """The step bar shows each batch's forward iterations and residual (the loss_fn's
+    extras), and metrics.json holds their epoch means."""
+    out = tmp_path / "deq"
+    max_iter = 10
+    args = ["train-deq", *[a for a in TINY if a != "--quiet"], "--max-iter", str(max_iter),
+            "--epochs", "2", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    _ok(result)
+    assert "fwd_iters" in result.stderr and "fwd_residual" in result.stderr, result.stderr
+    epochs = json.loads((out / "metrics.json").read_text())["epochs"]
+    assert len(epochs) == 2
+    for e in epochs:
+        assert 1 <= e["train_fwd_iters"] <= max_iter
+        assert 0 <= e["train_fwd_residual"] < 1
+
+
+def test_step_info_lists_the_extras():
+    from convexrecon.training.progress import step_info
+
+    text = step_info(0.5, {"fwd_iters": 12.0, "fwd_residual": 1e-3})
+    assert text.startswith("loss 0.5") and "fwd_iters 12" in text and "fwd_residual 0.001" in text
+    assert step_info(float("nan"), {"fwd_iters": 3.0}) == "skipped"

@@ -320,7 +320,7 @@ def fit(
                     step_in_epoch += 1
                     global_step += 1
                     hooks.on_step_end(epoch=epoch, step=global_step, loss=loss_value, skipped=skipped)
-                    bar.advance(loss_value)
+                    bar.advance(loss_value, acc.last_extra)
                     if writer is not None and math.isfinite(loss_value):
                         writer.add_scalar("train/loss_step", loss_value, global_step)
                     if checkpoint_every is not None and global_step % checkpoint_every == 0:

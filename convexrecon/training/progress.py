@@ -1,15 +1,24 @@
-"""Rich progress bars for :func:`~convexrecon.training.fit`: epochs, steps and the loss."""
+"""Rich progress bars for :func:`~convexrecon.training.fit`: epochs, steps, the loss and the
+step's extra metrics (what ``loss_fn`` returned beside the loss, e.g. a DEQ's forward
+iterations and residual)."""
 
 from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as _Rich, TextColumn, TimeElapsedColumn
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "step_info"]
+
+
+def step_info(loss: float, extras: Mapping[str, float] | None = None) -> str:
+    """The step bar's text: ``loss 0.01 | fwd_iters 12 | fwd_residual 0.0009`` (or ``skipped``)."""
+    if not math.isfinite(loss):
+        return "skipped"
+    return " | ".join([f"loss {loss:.4g}"] + [f"{k} {v:.3g}" for k, v in (extras or {}).items()])
 
 
 class Progress:
@@ -47,9 +56,9 @@ class Progress:
             self._rich.update(self._epoch_task, completed=epoch, description=f"epoch {epoch + 1}/{self.epochs}")
             self._rich.reset(self._step_task, total=total, completed=done, info="")
 
-    def advance(self, loss: float) -> None:
+    def advance(self, loss: float, extras: Mapping[str, float] | None = None) -> None:
         if self._rich is not None:
-            info = f"loss {loss:.4g}" if math.isfinite(loss) else "skipped"
+            info = step_info(loss, extras)
             self._rich.update(self._step_task, advance=1, info=info)
 
     def end_epoch(self, metrics: dict[str, Any]) -> None:

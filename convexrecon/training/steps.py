@@ -27,6 +27,7 @@ class EpochSums:
     count: float = 0.0
     skipped: int = 0
     extra: dict[str, list[float]] = field(default_factory=dict)  # name -> [sum, count]
+    last_extra: dict[str, float] = field(default_factory=dict)  # the last step's extras (display only, not saved)
 
     def state(self) -> dict[str, Any]:
         return {"loss_sum": self.loss_sum, "count": self.count, "skipped": self.skipped, "extra": self.extra}
@@ -99,6 +100,7 @@ def train_step(
         ok = not any_rank(not ok)
     if not ok:
         acc.skipped += 1
+        acc.last_extra = {}
         optimizer.zero_grad(set_to_none=True)
         return float("nan"), True
     loss.backward()
@@ -111,6 +113,7 @@ def train_step(
     value = sums[0] / sums[1]
     acc.loss_sum += sums[0]
     acc.count += sums[1]
+    acc.last_extra = {key: v / sums[1] for key, v in zip(keys, sums[2:])}
     for key, v in zip(keys, sums[2:]):
         s, c = acc.extra.setdefault(key, [0.0, 0.0])
         acc.extra[key] = [s + v, c + sums[1]]
