@@ -8,7 +8,9 @@
 - :mod:`.stabilize`: spectral normalisation, Hutchinson Jacobian regularisation,
   the ``rho`` estimate;
 - :mod:`.warmstart`: the per-sample warm-start cache of training;
-- :mod:`.factory`: :func:`build_deq`, the checkpoint factory.
+- :mod:`.factory`: :func:`build_deq`, the checkpoint factory;
+- :mod:`.stack_of_stars`: a 2-D model applied per partition of a stack-of-stars
+  volume (fully sampled kz separates it into 2-D radial problems).
 """
 
 from convexrecon.implicit.backward import BACKWARDS, BackwardInfo, shine_threshold
