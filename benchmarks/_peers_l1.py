@@ -17,6 +17,16 @@ Methods:
 - ``sigpy``: ``L1WaveletRecon`` (db4, zero padding, ``alpha = 1/1.01``);
 - ``bart``: ``bart pics -l1`` (``dau2``, symmetric extension, random shifts) and
   ``bart -n`` (no random shifts).
+
+Attribution of the phantom gap (not in the default table; select with ``--only``):
+
+- ``ours db2 + shifts (ISTA)``: the default with ISTA instead of FISTA (momentum);
+- ``ours db2 + shifts (2 levels)``: the default with 2 wavelet levels instead of
+  :func:`~convexrecon.recon.wavelet_levels` (4 on these sizes);
+- ``diag db2 symmetric + shifts (2 levels)``: a *diagnostic only*, not a convexrecon
+  solver: FISTA whose prox thresholds pywt's ``wavedec2`` with symmetric extension
+  (BART's boundary). That transform is redundant, not orthogonal, so its "prox" is
+  not the exact prox of any ``lam ||W x||_1``.
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ from convexrecon.operators.sense import Sense
 from convexrecon.operators.wavelet import Wavelet
 from convexrecon.programs.l1 import L1WaveletProgram
 from convexrecon.recon import wavelet_levels
-from convexrecon.solvers.fista import FISTA
+from convexrecon.solvers.fista import FISTA, ISTA
 
 ITERS = 100
 LIPSCHITZ = 1.01
@@ -47,15 +57,40 @@ TRAIN_FROM = {"phantom32-cartesian-1d-4x": "brain-sim-cartesian-1d-4x"}
 Method = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 
-def _ours(wavelet: str, shifts: bool) -> Method:
+def _ours(wavelet: str, shifts: bool, *, levels: int | None = None, ista: bool = False,
+          transform: type = Wavelet) -> Method:
     def run(y, maps, mask, lam):
         op = Sense(maps, mask, dtype=y.dtype)
-        levels = wavelet_levels(tuple(op.ishape), wavelet)
-        W = Wavelet(op.ishape, wavelet=wavelet, levels=levels, dtype=op.dtype)
+        W = transform(op.ishape, wavelet=wavelet, dtype=op.dtype,
+                      levels=wavelet_levels(tuple(op.ishape), wavelet, levels))
         prog = L1WaveletProgram(op, y, lam, W, lipschitz=LIPSCHITZ)
-        return FISTA(prog, max_iter=ITERS, check_every=0,
-                     cycle_spin=0 if shifts else None).run().x
+        solver = ISTA if ista else FISTA
+        return solver(prog, max_iter=ITERS, check_every=0,
+                      cycle_spin=0 if shifts else None).run().x
     return run
+
+
+class _SymmetricDiag(Wavelet):
+    """Diagnostic only: the soft threshold of pywt's symmetric-extension ``wavedec2``
+    (BART's boundary) in place of the periodized orthogonal one."""
+
+    def shrink(self, x, t, *, shift=None):
+        import pywt
+
+        shift = tuple(int(v) for v in shift) if shift is not None and any(shift) else None
+        xs = torch.roll(x, shift, self.axes) if shift else x
+        a = xs.numpy()
+
+        def soft(c):
+            m = np.abs(c)
+            return c * np.maximum(m - t, 0.0) / np.maximum(m, 1e-30)
+
+        cs = pywt.wavedec2(a, self._wv, mode="symmetric", level=self.levels)
+        cs = [soft(cs[0])] + [tuple(soft(d) for d in band) for band in cs[1:]]
+        out = pywt.waverec2(cs, self._wv, mode="symmetric")[..., : a.shape[-2], : a.shape[-1]]
+        out = torch.from_numpy(np.ascontiguousarray(out)).to(x.dtype)
+        out = torch.roll(out, tuple(-v for v in shift), self.axes) if shift else out
+        return out, torch.zeros(x.shape, dtype=x.real.dtype)  # no L1 value (check_every=0)
 
 
 def _sigpy(y, maps, mask, lam):
@@ -84,12 +119,20 @@ def _bart(no_shift: bool) -> Method:
     return run
 
 
+ATTRIBUTION: dict[str, Method] = {
+    "ours db2 + shifts (ISTA)": _ours("db2", True, ista=True),
+    "ours db2 + shifts (2 levels)": _ours("db2", True, levels=2),
+    "diag db2 symmetric + shifts (2 levels)": _ours("db2", True, levels=2, transform=_SymmetricDiag),
+}
+
+
 def methods(with_bart: bool) -> dict[str, Method]:
     out: dict[str, Method] = {
         "ours db4": _ours("db4", False), "ours db4 + shifts": _ours("db4", True),
         "ours db2": _ours("db2", False), "ours db2 + shifts": _ours("db2", True),
         "sigpy db4": _sigpy,
     }
+    out.update(ATTRIBUTION)
     if with_bart:
         out["bart pics -l1"] = _bart(False)
         out["bart pics -l1 -n"] = _bart(True)
@@ -117,7 +160,8 @@ def compare(*, grid, n_test: int, with_bart: bool, oracle: bool = False, only=No
     (the oracle columns are nan unless ``oracle``); ``only``: a subset of methods."""
     rows = []
     chosen: dict[tuple[str, str], float] = {}
-    ms = {k: v for k, v in methods(with_bart).items() if only is None or k in only}
+    ms = {k: v for k, v in methods(with_bart).items()
+          if (k in only if only is not None else k not in ATTRIBUTION)}
     for name in PROBLEMS:
         src = TRAIN_FROM.get(name, name)
         train = problems.load(src, split="train", n_slices=1, seed=1)
