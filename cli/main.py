@@ -27,12 +27,15 @@ APP_HELP = """\
 convexrecon: convex-first MR image reconstruction.
 
 Reconstruct undersampled multi-coil k-space with L1-wavelet (FISTA), CG-SENSE,
-TV (PDHG), GRAPPA or zero filling; describe data files; run the bundled demo.
+TV (PDHG), GRAPPA, zero filling or a trained network; train networks greedily layer by
+layer with convex programs (train-layerwise), as deep equilibria (train-deq) or
+unrolled (train-unrolled, train-e2e); describe data files; run the bundled demo.
 """
 
 APP_EPILOG = """\
 Start with [bold]convexrecon demo[/bold] (no arguments needed), then
-[bold]convexrecon recon --help[/bold]. Bad input exits with code 2 and one
+[bold]convexrecon recon --help[/bold] or [bold]convexrecon train-layerwise --layers 5[/bold]
+(about 5 minutes on 2 CPU cores). Bad input exits with code 2 and one
 'error: ...' line on stderr.
 """
 
