@@ -26,10 +26,11 @@ __all__ = ["app", "main"]
 APP_HELP = """\
 convexrecon: convex-first MR image reconstruction.
 
-Reconstruct undersampled multi-coil k-space with L1-wavelet (FISTA), CG-SENSE,
-TV (PDHG), GRAPPA, zero filling or a trained network; train networks greedily layer by
-layer with convex programs (train-layerwise), as deep equilibria (train-deq) or
-unrolled (train-unrolled, train-e2e); describe data files; run the bundled demo.
+Reconstruct undersampled multi-coil k-space with L1-wavelet (FISTA), CG-SENSE, \
+TV (PDHG), GRAPPA, zero filling or a trained network; train networks greedily \
+layer by layer with convex programs (train-layerwise), as deep equilibria \
+(train-deq) or unrolled (train-unrolled, train-e2e); describe data files; run \
+the bundled demo.
 """
 
 APP_EPILOG = """\
