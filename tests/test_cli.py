@@ -20,6 +20,8 @@ import torch
 from typer.testing import CliRunner
 
 from convexrecon.cli.main import app
+from tests.cli_helpers import ok as _ok
+from tests.cli_helpers import one_line_error as _one_line_error
 
 H, W = 48, 64
 COILS = 4
@@ -78,19 +80,6 @@ def _restore_torch_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
-
-
-def _ok(result) -> None:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-
-
-def _one_line_error(result) -> str:
-    assert result.exit_code == 2, f"exit {result.exit_code}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: "), lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
 
 
 # -- help ----------------------------------------------------------------------------

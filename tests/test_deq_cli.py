@@ -14,23 +14,12 @@ from convexrecon.implicit import DEQ, ProxGradMap, WarmStartCache
 from convexrecon.implicit.training import DEQHooks, TrainingDiverged, recon_loss_fn
 from convexrecon.nets.denoisers import ResidualCNN
 from convexrecon.training import fit, load_checkpoint, load_model
+from tests.cli_helpers import ok as _ok
+from tests.cli_helpers import one_line_error as _bad
 
 TINY = ["--problem", "tiny-cartesian", "--size", "16", "--limit", "2", "--val-limit", "1",
         "--features", "4", "--depth", "2", "--skip", "0.8", "--batch-size", "2", "--quiet",
         "--threads", "1"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
-
-
-def _bad(result, *words):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 def test_train_deq_writes_a_loadable_checkpoint_and_resumes_with_warm_starts(tmp_path):

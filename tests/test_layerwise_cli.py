@@ -20,21 +20,10 @@ from convexrecon.nets.layerwise import LayerwiseConfig
 from convexrecon.nets.layerwise_run import Sizes, run_layerwise
 from convexrecon.training import load_model
 from tests.layerwise_helpers import TINY
+from tests.cli_helpers import ok as _ok
+from tests.cli_helpers import one_line_error as _bad
 
 TINY_ARGS = ["--preset", "tiny", "--problem", "tiny-cartesian", "-q"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
-
-
-def _bad(result, *words):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.stdout}\n{result.stderr}"
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
