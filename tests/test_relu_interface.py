@@ -85,6 +85,19 @@ def test_programs_and_solvers_import_one_way():
     assert not any(f.name.startswith("relu_") for f in (ROOT / "programs").glob("*.py"))
 
 
+def test_lower_layers_do_not_import_the_model_layers():
+    """operators -> programs -> solvers -> models / trainers: nothing below imports
+    data, training, nets or implicit (the collectives they share sit in
+    convexrecon.collectives)."""
+    upper = ("convexrecon.training", "convexrecon.nets", "convexrecon.implicit", "convexrecon.data")
+    known = {_module_name(f) for f in ROOT.rglob("*.py")}
+    for layer in ("operators", "programs", "solvers", "fixedpoint"):
+        for f in sorted((ROOT / layer).rglob("*.py")):
+            bad = sorted(d for d in _imports(f, known) if d.startswith(upper)
+                         and d != "convexrecon.data.transforms")  # complex <-> channels, torch only
+            assert not bad, f"{_module_name(f)} imports {bad}"
+
+
 # -- the four programs -------------------------------------------------------------------
 def _four():
     X, y = make_data(40, 4, seed=1)

@@ -7,7 +7,7 @@ A least-squares data term is a sum over images: with the images split across the
 
 :class:`ShardedLeastSquares` wraps one process's term (its own images) and sums
 these three pieces over the processes with
-:func:`~convexrecon.training.distributed.all_reduce_sum`. Everything FISTA needs
+:func:`~convexrecon.collectives.all_reduce_sum`. Everything FISTA needs
 (gradient, objective, duality-gap certificate, Lipschitz constant) is built from
 them, so the variable, the regulariser and its prox stay replicated: every process
 holds the same iterate and takes the same steps, and the solve equals the
@@ -31,7 +31,7 @@ from convexrecon._checks import check_positive
 from convexrecon.errors import InputError
 from convexrecon.programs.composite import CompositeProgram
 from convexrecon.programs.least_squares import LeastSquares
-from convexrecon.training.distributed import all_reduce_sum
+from convexrecon.collectives import all_reduce_sum
 
 __all__ = ["ShardedLeastSquares", "shard_program"]
 

@@ -28,6 +28,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, DistributedSampler
 
+from ..collectives import (all_reduce_mean, all_reduce_sum, barrier, broadcast,
+                           is_distributed, is_main_process, rank, world_size)
 from ..errors import InputError
 
 __all__ = [
@@ -124,60 +126,6 @@ def init_process_group(
     device = _device_for(backend, local_rank)
     dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size)
     return DistInfo(rank, world_size, local_rank, device, backend)
-
-
-def is_distributed() -> bool:
-    """True when a process group is initialised."""
-    return dist.is_available() and dist.is_initialized()
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def is_main_process() -> bool:
-    return rank() == 0
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
-def _reduce(tensor: torch.Tensor, *, average: bool) -> torch.Tensor:
-    if not isinstance(tensor, torch.Tensor):
-        raise InputError(f"all_reduce: expected a torch.Tensor, got {type(tensor).__name__}")
-    out = tensor.detach().clone()
-    if not is_distributed():
-        return out
-    buf = torch.view_as_real(out) if out.is_complex() else out
-    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
-    if average:
-        out /= dist.get_world_size()
-    return out
-
-
-def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of ``tensor`` over all processes (a new tensor; complex tensors work)."""
-    return _reduce(tensor, average=False)
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean of ``tensor`` over all processes (a new tensor; complex tensors work)."""
-    return _reduce(tensor, average=True)
-
-
-def broadcast(tensor: torch.Tensor, *, src: int = 0) -> torch.Tensor:
-    """Rank ``src``'s ``tensor`` on every process (a new tensor)."""
-    out = tensor.detach().clone()
-    if is_distributed():
-        buf = torch.view_as_real(out) if out.is_complex() else out
-        dist.broadcast(buf, src=src)
-    return out
 
 
 def wrap_ddp(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
