@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import h5py
 import numpy as np
 import pytest
@@ -339,3 +342,27 @@ def test_ismrmrd_bad_files(tmp_path):
         read_ismrmrd(tmp_path / "plain.h5")
     with pytest.raises(InputError, match="existing file"):
         read_ismrmrd(tmp_path / "none.h5")
+
+
+@pytest.mark.skipif(shutil.which("bart") is None, reason="BART (Debian package bart) not on PATH")
+def test_bart_itself_writes_what_we_read_and_reads_what_we_write(tmp_path):
+    """With the real `bart`: its phantom k-space, transposed into the PHS1-PHS2 plane,
+    is read as 2-D; our `recon --out x.cfl` is read back by `bart` with the same
+    orientation and the values we wrote."""
+    from typer.testing import CliRunner
+
+    from convexrecon.cli.main import app
+
+    def bart(*args: str) -> str:
+        return subprocess.run(["bart", *args], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout
+
+    bart("phantom", "-x", "32", "-k", "-s", "4", "ksp")
+    bart("transpose", "0", "2", "ksp", "ksp_phs")  # READ -> PHS2: the workshop layout
+    res = CliRunner().invoke(app, ["recon", str(tmp_path / "ksp_phs.cfl"), "--method",
+                                   "zero-filled", "--out", str(tmp_path / "out.cfl"), "--quiet"])
+    assert res.exit_code == 0, res.output
+    dims = bart("show", "-m", "out").split("AoD:")[1].split()
+    assert dims[:4] == ["1", "32", "32", "1"] and set(dims[4:]) == {"1"}
+    bart("scale", "2", "out", "out2")  # bart reads our values: 2 x ours, read back
+    assert np.allclose(read_cfl(tmp_path / "out2").numpy(), 2 * read_cfl(tmp_path / "out").numpy())
