@@ -10,7 +10,7 @@ import torch
 from convexrecon._checks import as_tensor, check_finite
 from convexrecon.errors import InputError
 
-__all__ = ["check_traj", "check_im_size", "check_dcf"]
+__all__ = ["check_traj", "check_im_size", "check_dcf", "check_kernel"]
 
 
 def check_traj(traj, im_size: Sequence[int], name: str = "traj") -> torch.Tensor:
@@ -56,3 +56,17 @@ def check_dcf(dcf, k: int, rdt: torch.dtype, device) -> torch.Tensor:
     if bool((w < 0).any()):
         raise InputError(f"dcf: expected non-negative weights, got minimum {float(w.min()):.3g}")
     return w
+
+
+def check_kernel(oversamp, width) -> float:
+    """Check the gridding kernel's grid oversampling (a number >= 1) and width (an int
+    >= 2); returns the oversampling as a float."""
+    try:
+        osf = float(oversamp)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}") from exc
+    if not (math.isfinite(osf) and osf >= 1.0):
+        raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 2:
+        raise InputError(f"width: expected an int >= 2, got {width!r}")
+    return osf

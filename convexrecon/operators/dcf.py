@@ -21,7 +21,7 @@ import scipy.sparse
 import torch
 
 from convexrecon.errors import InputError
-from convexrecon.operators._traj import check_im_size, check_traj
+from convexrecon.operators._traj import check_im_size, check_kernel, check_traj
 
 __all__ = ["pipe_menon_dcf", "gridding_matrix"]
 
@@ -109,14 +109,7 @@ def pipe_menon_dcf(traj, im_size: Sequence[int], *, iters: int = 20, oversamp: f
     t = check_traj(traj, size)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise InputError(f"iters: expected an int >= 1, got {iters!r}")
-    try:
-        osf = float(oversamp)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}") from exc
-    if not (math.isfinite(osf) and osf >= 1.0):
-        raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 2:
-        raise InputError(f"width: expected an int >= 2, got {width!r}")
+    osf = check_kernel(oversamp, width)
     out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
     grid = [max(int(math.ceil(osf * n)), n) for n in size]
     idx, wts = gridding_matrix(t.cpu(), size, grid, width=width)

@@ -38,7 +38,7 @@ import torch
 from convexrecon._checks import real_dtype_of
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator, prod
-from convexrecon.operators._traj import check_dcf, check_im_size, check_traj
+from convexrecon.operators._traj import check_dcf, check_im_size, check_kernel, check_traj
 from convexrecon.operators.dcf import pipe_menon_dcf
 from convexrecon.operators.nufft_finufft import FinufftBackend, default_eps, finufft_available
 from convexrecon.operators.nufft_tkbn import TkbnBackend
@@ -117,14 +117,7 @@ class NUFFT(Operator):
         if not (isinstance(dtype, torch.dtype) and dtype.is_complex):
             raise InputError(f"dtype: expected a complex torch dtype, got {dtype!r}")
         t = check_traj(traj, size)
-        try:
-            osf = float(oversamp)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}") from exc
-        if not (math.isfinite(osf) and osf >= 1.0):
-            raise InputError(f"oversamp: expected a number >= 1, got {oversamp!r}")
-        if isinstance(width, bool) or not isinstance(width, int) or width < 2:
-            raise InputError(f"width: expected an int >= 2, got {width!r}")
+        osf = check_kernel(oversamp, width)
         if eps is not None and not (isinstance(eps, (int, float)) and not isinstance(eps, bool)
                                     and 1e-15 <= float(eps) < 1):
             raise InputError(f"eps: expected a tolerance in [1e-15, 1), got {eps!r}")
