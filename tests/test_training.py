@@ -147,20 +147,23 @@ class _SignalAt(T.Slow):
 
 
 def test_sigint_and_sigterm_checkpoint_at_the_step_and_resume_is_exact(tmp_path):
+    # the handlers fit must restore: whatever the process had (a shell's background job
+    # starts with SIGINT ignored)
+    int_before, term_before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     ref_model, ref_history = T.train(tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
         T.train(tmp_path / "int", hooks=_SignalAt(7))  # 7: mid-epoch 1, not a checkpoint_every step
     ck = load_checkpoint(tmp_path / "int" / CHECKPOINT_NAME)
     assert ck["global_step"] == 7 and ck["epoch"] == 1 and ck["step_in_epoch"] == 1
     assert sorted(ck["per_rank"][0]["order"].tolist()) == list(range(24))  # epoch 1's permutation
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    assert signal.getsignal(signal.SIGINT) is int_before  # handler restored
     model, history = T.train(tmp_path / "int", resume=True)
     assert _same_weights(model, ref_model) and history.step_loss == ref_history.step_loss
     assert _losses(tmp_path / "int") == _losses(tmp_path / "ref")
     # SIGTERM (what torchrun and schedulers send) does the same, exiting with 143
     with pytest.raises(SystemExit) as stopped:
         T.train(tmp_path / "term", hooks=_SignalAt(11, signal.SIGTERM))
-    assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert stopped.value.code == 143 and signal.getsignal(signal.SIGTERM) is term_before
     assert load_checkpoint(tmp_path / "term" / CHECKPOINT_NAME)["global_step"] == 11
     model, history = T.train(tmp_path / "term", resume=True)
     assert _same_weights(model, ref_model) and history.step_loss == ref_history.step_loss
