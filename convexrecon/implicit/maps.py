@@ -39,6 +39,14 @@ def batch_dims_of(y: torch.Tensor, A: Operator) -> int:
     return y.ndim - k
 
 
+def log_parameter(value: float, name: str, *, learn: bool) -> nn.Parameter:
+    """``log(value)`` as a parameter (kept positive through the exponential); frozen
+    unless ``learn``."""
+    if not float(value) > 0:
+        raise InputError(f"{name}: expected a number > 0, got {value!r}")
+    return nn.Parameter(torch.tensor(math.log(float(value))), requires_grad=learn)
+
+
 class ProxGradMap(nn.Module):
     """``f(z) = R(z - eta (A^H A z - A^H y))``.
 
@@ -51,11 +59,8 @@ class ProxGradMap(nn.Module):
 
     def __init__(self, denoiser: nn.Module, *, eta: float = 1.0, learn_eta: bool = False) -> None:
         super().__init__()
-        if not float(eta) > 0:
-            raise InputError(f"eta: expected a number > 0, got {eta!r}")
         self.denoiser = denoiser
-        t = torch.tensor(math.log(float(eta)))
-        self.log_eta = nn.Parameter(t) if learn_eta else nn.Parameter(t, requires_grad=False)
+        self.log_eta = log_parameter(eta, "eta", learn=learn_eta)
 
     def init(self, y: torch.Tensor, A: Operator) -> torch.Tensor:
         batch_dims_of(y, A)
@@ -85,11 +90,8 @@ class CGDCMap(nn.Module):
     def __init__(self, denoiser: nn.Module, *, mu: float = 0.05, learn_mu: bool = True,
                  cg_iter: int = 20, cg_tol: float = 1e-6) -> None:
         super().__init__()
-        if not float(mu) > 0:
-            raise InputError(f"mu: expected a number > 0, got {mu!r}")
         self.denoiser = denoiser
-        t = torch.tensor(math.log(float(mu)))
-        self.log_mu = nn.Parameter(t) if learn_mu else nn.Parameter(t, requires_grad=False)
+        self.log_mu = log_parameter(mu, "mu", learn=learn_mu)
         self.cg_iter, self.cg_tol = int(cg_iter), float(cg_tol)
 
     @property
