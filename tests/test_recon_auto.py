@@ -106,3 +106,23 @@ def test_lambda_choice_at_an_edge_warns_and_a_given_grid_is_kept():
         c = recon.choose_lambda(p.kspace, p.maps, p.mask, grid=(1e-6, 3e-2), max_iter=10)
     side = "largest" if c.lam == 3e-2 else "smallest"
     assert c.at_edge and f"the {side} weight tried" in str(caught[0].message)
+
+
+def test_choose_lambda_scores_the_transform_l1_wavelet_uses(monkeypatch):
+    """``choose_lambda``'s defaults are ``l1_wavelet``'s (wavelet, levels, cycle spinning),
+    so a weight chosen by hand is chosen for the reconstruction that will use it."""
+    k, maps, mask = _clean()
+    seen = []
+    real = lam_mod.choose_on
+
+    def spy(scaled, method, **kw):
+        seen.append(kw["opts"])
+        return real(scaled, method, **kw)
+
+    monkeypatch.setattr(lam_mod, "choose_on", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", recon.GridEdgeWarning)
+        recon.choose_lambda(k, maps, mask, grid=(1e-3, 1e-2), max_iter=2, seed=4)
+        recon.l1_wavelet(k, maps, mask, lam="auto", max_iter=2, seed=4)
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert seen[0]["cycle_spin"] is not None

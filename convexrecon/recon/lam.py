@@ -39,6 +39,7 @@ from convexrecon._checks import check_choice, check_positive
 from convexrecon.errors import InputError
 from convexrecon.recon._setup import Scaled, prepare
 from convexrecon.recon._solve import METHODS, check_iters, solve
+from convexrecon.recon.iterative import DEFAULT_WAVELET, wavelet_levels
 
 __all__ = ["LambdaChoice", "choose_lambda", "choose_on", "DEFAULT_GRIDS", "LAMBDA_FLOOR",
            "GridEdgeWarning"]
@@ -214,8 +215,8 @@ def _below(top: float, floor: float) -> list[float]:
 def choose_lambda(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
                   method: str = "l1_wavelet", grid: Sequence[float] | None = None,
                   holdout: float = 0.05, center_fraction: float = 0.08, max_iter: int = 100,
-                  seed: int = 0, wavelet: str = "db4", levels: int | None = None,
-                  im_size: Sequence[int] | None = None,
+                  seed: int = 0, wavelet: str = DEFAULT_WAVELET, levels: int | None = None,
+                  cycle_spin: bool = True, im_size: Sequence[int] | None = None,
                   device: torch.device | str | None = None) -> LambdaChoice:
     """Choose the regularisation weight by k-space cross-validation (module docstring).
 
@@ -229,7 +230,9 @@ def choose_lambda(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
             side) never held out.
         max_iter: iterations per candidate.
         seed: seed of the held-out draw (the choice is reproducible).
-        wavelet, levels: for ``"l1_wavelet"``.
+        wavelet, levels, cycle_spin: for ``"l1_wavelet"``, with the defaults of
+            :func:`convexrecon.recon.l1_wavelet`, so that the weight is chosen for the
+            reconstruction that uses it.
         im_size, device: as :func:`convexrecon.recon.l1_wavelet`.
 
     Returns:
@@ -239,15 +242,15 @@ def choose_lambda(kspace: Any, maps: Any = None, mask_or_traj: Any = None, *,
     opts: dict = {}
     multiple: Any = 1
     if method == "l1_wavelet":
-        from convexrecon.recon.iterative import wavelet_levels
+        if not isinstance(cycle_spin, bool):
+            raise InputError(f"cycle_spin: expected True or False, got {cycle_spin!r}")
 
         def multiple(size):
             return 2 ** wavelet_levels(size, wavelet, levels)
 
     scaled = prepare(kspace, maps, mask_or_traj, multiple=multiple, im_size=im_size, device=device)
     if method == "l1_wavelet":
-        from convexrecon.recon.iterative import wavelet_levels
-
-        opts = {"wavelet": wavelet, "levels": wavelet_levels(scaled.data.im_size, wavelet, levels)}
+        opts = {"wavelet": wavelet, "levels": wavelet_levels(scaled.data.im_size, wavelet, levels),
+                "cycle_spin": seed if cycle_spin else None}
     return choose_on(scaled, method, grid=grid, holdout=holdout, center_fraction=center_fraction,
                      max_iter=max_iter, seed=seed, opts=opts)
