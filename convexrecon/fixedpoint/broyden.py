@@ -17,6 +17,14 @@ The solver returns the lowest-residual iterate, and ``stats.inverse_jacobian`` i
 the ``B`` held *at that iterate* (a :class:`BroydenInverse` holding only the pairs in
 effect there, since the backward pass keeps it alive): SHINE uses
 ``-B^T g`` in place of the IFT solve ``(I - J_f^T)^-1 g``.
+
+Outer-problem awareness (``opa``, the SHINE paper's OPA): every ``opa_every``
+iterations the caller returns a pair ``(sigma, w)`` at the current iterate with
+``w = J_g^T sigma`` (one VJP), and an extra rank-one (adjoint-Broyden) update makes
+``B^T w = sigma`` exact. With ``sigma = B^T dL/dz`` the vector ``w`` approaches the
+outer gradient, so ``B^T`` becomes accurate in the direction SHINE uses::
+
+    u = -B sigma / (sigma^T B^T w),   v = B^T w - sigma
 """
 
 from __future__ import annotations
@@ -134,13 +142,20 @@ class _Pairs:
 
 def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_iter: int = 50,
             tol: float = 1e-4, stop: str = "rel", memory: int = 30, batch_dims: int = 1,
-            divergence: float = 1e4) -> tuple[torch.Tensor, FixedPointStats]:
+            divergence: float = 1e4,
+            opa: Callable[[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]],
+                          tuple[torch.Tensor, torch.Tensor]] | None = None,
+            opa_every: int = 1) -> tuple[torch.Tensor, FixedPointStats]:
     """Solve ``z = f(z)`` by Broyden's method, per sample.
 
     Args:
         f, z0, max_iter, tol, stop, batch_dims, divergence: as
             :func:`~convexrecon.fixedpoint.picard.picard`.
         memory: the number of ``(u, v)`` pairs in effect (the oldest drops out).
+        opa: outer-problem-aware updates: ``opa(z, bt) -> (sigma, w)`` at the current
+            iterate ``z``, given ``bt(x) = B^T x`` (both shaped like ``z``); ``w`` must
+            be ``J_g(z)^T sigma = J_f(z)^T sigma - sigma``. None: plain Broyden.
+        opa_every: call ``opa`` after every ``opa_every``-th iteration.
 
     Returns:
         ``(z, stats)``: the lowest-residual iterate of every sample, and stats whose
@@ -151,6 +166,10 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
                  divergence=divergence)
     if isinstance(memory, bool) or not isinstance(memory, int) or memory < 1:
         raise InputError(f"memory: expected an integer >= 1, got {memory!r}")
+    if opa is not None and not callable(opa):
+        raise InputError(f"opa: expected a callable (z, bt) -> (sigma, w) or None, got {type(opa).__name__}")
+    if isinstance(opa_every, bool) or not isinstance(opa_every, int) or opa_every < 1:
+        raise InputError(f"opa_every: expected an integer >= 1, got {opa_every!r}")
     run = _Run("broyden", f, z0, tol=tol, stop=stop, batch_dims=batch_dims, divergence=divergence)
     with torch.no_grad():
         x = run.flat(z0).clone()
@@ -188,6 +207,8 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
             x = torch.where(live[:, None], x_new, x)
             g = torch.where(live[:, None], g_new, g)
             run.record(x, fx, g, k + 1)
+            if opa is not None and (k + 1) % opa_every == 0:
+                _opa_update(opa, run, pairs, x, live, keep_from=int(best_lo.min()))
             imp = run.improved.cpu()
             best_lo = torch.where(imp, torch.full_like(best_lo, pairs.active_lo), best_lo)
             best_hi = torch.where(imp, torch.full_like(best_hi, pairs.next_id), best_hi)
@@ -195,3 +216,21 @@ def broyden(f: Callable[[torch.Tensor], torch.Tensor], z0: torch.Tensor, *, max_
     z, stats = run.result()
     stats.inverse_jacobian = BroydenInverse(U, V, z.shape, z.dtype)
     return z, stats
+
+
+def _opa_update(opa: Callable, run: _Run, pairs: _Pairs, x: torch.Tensor, live: torch.Tensor, *,
+                keep_from: int) -> None:
+    """One outer-problem-aware (adjoint-Broyden) pair: afterwards ``B^T w = sigma``."""
+    sigma, w = opa(run.unflat(x), lambda v: run.unflat(pairs.apply_t(run.flat(v))))
+    sigma, w = run.flat(sigma), run.flat(w)
+    bw = pairs.apply_t(w)
+    bs = pairs.apply(sigma)
+    denom = (sigma * bw).sum(dim=1)
+    scale = torch.linalg.vector_norm(sigma, dim=1) * torch.linalg.vector_norm(bw, dim=1)
+    ok = live & torch.isfinite(denom) & (denom.abs() > 1e-12 * scale) & (scale > 0) \
+        & torch.isfinite(bs).all(dim=1) & torch.isfinite(bw).all(dim=1)
+    safe = torch.where(ok, denom, torch.ones_like(denom))
+    okc = ok[:, None]
+    u = torch.where(okc, -bs / safe[:, None], torch.zeros_like(bs))
+    v = torch.where(okc, bw - sigma, torch.zeros_like(bw))
+    pairs.append(u, v, keep_from=keep_from)
