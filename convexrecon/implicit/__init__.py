@@ -3,7 +3,8 @@
 - :mod:`.maps`: the maps ``f(z; y, A)`` (proximal gradient with a learned denoiser,
   or denoiser then exact CG data consistency);
 - :mod:`.deq`: :class:`DEQ` (forward solve without the tape, one step with it,
-  backward by ``ift`` / ``jfb`` / ``shine`` / ``shine-refine``) and :class:`DEQInfo`;
+  backward by ``ift`` / ``jfb`` / ``shine`` / ``shine-opa`` / ``shine-refine``),
+  :class:`DEQInfo` and :func:`outer_grad_from_loss` (``shine-opa``'s outer gradient);
 - :mod:`.backward`: the backward directions and SHINE's fallback rule;
 - :mod:`.stabilize`: spectral normalisation, Hutchinson Jacobian regularisation,
   the ``rho`` estimate;
@@ -14,7 +15,7 @@
 """
 
 from convexrecon.implicit.backward import BACKWARDS, BackwardInfo, shine_threshold
-from convexrecon.implicit.deq import DEQ, DEQInfo
+from convexrecon.implicit.deq import DEQ, DEQInfo, outer_grad_from_loss
 from convexrecon.implicit.factory import DC_KINDS, build_deq
 from convexrecon.implicit.maps import CGDCMap, ProxGradMap
 from convexrecon.implicit.stabilize import (apply_spectral_norm, estimate_rho, hutchinson_jac_fro2,
@@ -23,4 +24,4 @@ from convexrecon.implicit.warmstart import WarmStartCache
 
 __all__ = ["DEQ", "DEQInfo", "BACKWARDS", "BackwardInfo", "shine_threshold", "build_deq", "DC_KINDS",
            "ProxGradMap", "CGDCMap", "apply_spectral_norm", "estimate_rho", "hutchinson_jac_fro2",
-           "real_probe", "WarmStartCache"]
+           "real_probe", "WarmStartCache", "outer_grad_from_loss"]

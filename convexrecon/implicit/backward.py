@@ -14,6 +14,12 @@ The cheaper directions:
   (:func:`shine_threshold`): a contraction ``rho`` bounds ``||u_IFT|| <= ||g|| / (1 - rho)``,
   so a longer ``u`` cannot be right. A fixed ``c`` (the reference code's 1.8) is
   below the true ratio once ``rho`` exceeds about 0.8 and switches SHINE off.
+- ``shine-opa``: SHINE with outer-problem-aware Broyden updates (the SHINE paper's
+  OPA). The forward Broyden makes extra adjoint-Broyden updates of ``B`` along the
+  outer gradient (:func:`convexrecon.fixedpoint.broyden`'s ``opa``, driven by
+  :class:`~convexrecon.implicit.deq.DEQ`), so ``-B^T g`` is accurate where it is
+  used; the backward itself is SHINE's (same fallback rule). Its extra cost (one
+  evaluation of ``f`` and one VJP per update) is in the forward.
 - ``shine-refine``: the IFT solve started from SHINE's (fallback-checked) ``u``, for a
   few iterations.
 
@@ -39,7 +45,7 @@ from convexrecon.implicit.stabilize import estimate_rho
 __all__ = ["BACKWARDS", "BackwardInfo", "shine_threshold", "ift", "jfb", "shine", "shine_refine",
            "backward_direction"]
 
-BACKWARDS = ("ift", "jfb", "shine", "shine-refine")
+BACKWARDS = ("ift", "jfb", "shine", "shine-opa", "shine-refine")
 
 Vjp = Callable[[torch.Tensor], torch.Tensor]
 
@@ -123,7 +129,8 @@ def jfb(g: torch.Tensor) -> tuple[torch.Tensor, BackwardInfo]:
 
 def shine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, batch_dims: int = 1,
           threshold: float | None = None, rho_iters: int = 5,
-          generator: torch.Generator | None = None) -> tuple[torch.Tensor, BackwardInfo]:
+          generator: torch.Generator | None = None, mode: str = "shine"
+          ) -> tuple[torch.Tensor, BackwardInfo]:
     """SHINE: ``u = -B^T g`` with a per-sample fallback to ``g``.
 
     Args:
@@ -131,7 +138,7 @@ def shine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, batch_dims: int = 
             ``rho`` estimate of ``rho_iters`` power iterations (:func:`shine_threshold`).
     """
     if not isinstance(binv, BroydenInverse):
-        raise InputError("backward 'shine' needs the forward Broyden's inverse-Jacobian estimate "
+        raise InputError(f"backward {mode!r} needs the forward Broyden's inverse-Jacobian estimate "
                          "(solver='broyden')")
     t0 = time.perf_counter()
     vjp_c, count = _counting(vjp)
@@ -150,7 +157,7 @@ def shine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, batch_dims: int = 
         fallback = ~torch.isfinite(nu) | (nu.to(torch.float64) > c * ng.to(torch.float64))
         mask = fallback.reshape(fallback.shape + (1,) * (g.ndim - batch_dims))
         u = torch.where(mask, g.detach(), u)
-    info = BackwardInfo(mode="shine", seconds=time.perf_counter() - t0, vjps=count[0], rho=rho,
+    info = BackwardInfo(mode=mode, seconds=time.perf_counter() - t0, vjps=count[0], rho=rho,
                         threshold=c, fallback=fallback)
     return u, info
 
@@ -183,6 +190,9 @@ def backward_direction(mode: str, *, vjp: Vjp, g: torch.Tensor, binv: BroydenInv
     if mode == "shine":
         return shine(vjp, g, binv, batch_dims=batch_dims, threshold=threshold,
                      rho_iters=rho_iters, generator=generator)
+    if mode == "shine-opa":
+        return shine(vjp, g, binv, batch_dims=batch_dims, threshold=threshold,
+                     rho_iters=rho_iters, generator=generator, mode="shine-opa")
     if mode == "shine-refine":
         return shine_refine(vjp, g, binv, refine_iter=refine_iter, solver=solver, tol=tol,
                             batch_dims=batch_dims, threshold=threshold, rho_iters=rho_iters,

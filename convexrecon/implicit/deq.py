@@ -4,9 +4,16 @@ Forward: solve for ``z*`` without the tape (Picard, Anderson or Broyden from
 :mod:`convexrecon.fixedpoint`), put ``z*`` on the tape (``requires_grad_``) and take
 one step ``f(z*)`` with the tape on. Backward: the gradient ``g`` arriving at that
 step is replaced by the direction of the chosen mode (:mod:`.backward`): ``ift``,
-``jfb``, ``shine`` or ``shine-refine``; the tape of the one step then carries ``u``
-to the parameters. So the memory of training is that of one step of the map, plus
-Broyden's ``U, V`` for SHINE.
+``jfb``, ``shine``, ``shine-opa`` or ``shine-refine``; the tape of the one step then
+carries ``u`` to the parameters. So the memory of training is that of one step of
+the map, plus Broyden's ``U, V`` for SHINE.
+
+``shine-opa`` (outer-problem awareness) needs the outer gradient ``dL/dz`` during the
+forward solve: pass ``outer_grad=`` (see :func:`outer_grad_from_loss`) to the call, or
+wrap the calls in ``with model.outer_problem(outer_grad):``. Every ``opa_every``
+Broyden iterations it spends one extra evaluation of ``f`` and one VJP (counted in
+``forward_seconds`` and ``DEQInfo.opa_vjps``) on an adjoint-Broyden update that
+makes ``B^T`` exact along (nearly) the outer gradient.
 
 Everything a call did is in ``model.last_info`` (:class:`DEQInfo`): the forward
 stats, the backward info (filled in during ``loss.backward()``), ``rho`` when
@@ -18,8 +25,9 @@ warm start: every call starts from the zero-filled image ``A^H y``.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -31,7 +39,28 @@ from convexrecon.implicit.maps import batch_dims_of
 from convexrecon.implicit.stabilize import estimate_rho, hutchinson_jac_fro2, jacobian_vjp
 from convexrecon.operators.base import Operator
 
-__all__ = ["DEQ", "DEQInfo"]
+__all__ = ["DEQ", "DEQInfo", "outer_grad_from_loss"]
+
+OuterGrad = Callable[[torch.Tensor], torch.Tensor]
+SHINE_MODES = ("shine", "shine-opa", "shine-refine")
+
+
+def outer_grad_from_loss(loss: Callable[[torch.Tensor], torch.Tensor]) -> OuterGrad:
+    """``z -> dL/dz`` (shaped like ``z``) of a scalar loss ``L(x)`` of the DEQ output,
+    by autograd, for ``shine-opa`` (e.g. ``loss = lambda x: nmse(x, target)``)."""
+    if not callable(loss):
+        raise InputError(f"loss: expected a callable x -> scalar loss, got {type(loss).__name__}")
+
+    def grad(z: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            zt = z.detach().requires_grad_()
+            value = loss(zt)
+            if not isinstance(value, torch.Tensor) or value.numel() != 1:
+                raise InputError("loss: expected a scalar tensor")
+            (out,) = torch.autograd.grad(value, zt)
+        return out
+
+    return grad
 
 
 @dataclass
@@ -46,6 +75,7 @@ class DEQInfo:
         jac_fro2: ``(*batch,)`` Hutchinson estimate of ``||J_f(z*)||_F^2`` (on the
             tape) when Jacobian regularisation is on.
         dof: real unknowns per sample (``2 * prod(A.ishape)`` for complex images).
+        opa_vjps: VJPs the forward spent on outer-problem-aware updates (``shine-opa``).
     """
 
     forward: FixedPointStats
@@ -54,6 +84,7 @@ class DEQInfo:
     rho: torch.Tensor | None = None
     jac_fro2: torch.Tensor | None = field(default=None, repr=False)
     dof: int = 1
+    opa_vjps: int = 0
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -91,8 +122,10 @@ class DEQ(nn.Module):
         fmap: the map (:class:`~convexrecon.implicit.maps.ProxGradMap` or
             :class:`~convexrecon.implicit.maps.CGDCMap`).
         solver: forward solver, ``"anderson"``, ``"broyden"`` or ``"picard"``.
-        backward: ``"ift"``, ``"jfb"``, ``"shine"`` or ``"shine-refine"``. SHINE modes
-            need ``solver="broyden"``.
+        backward: ``"ift"``, ``"jfb"``, ``"shine"``, ``"shine-opa"`` or
+            ``"shine-refine"``. SHINE modes need ``solver="broyden"``.
+        opa_every: ``shine-opa``'s outer-problem-aware update every this many forward
+            iterations.
         max_iter, tol: forward iterations and relative tolerance.
         solver_options: extra keywords of the forward solver (``memory``, ``beta``...).
         backward_solver, backward_max_iter, backward_tol: the IFT solve.
@@ -112,7 +145,7 @@ class DEQ(nn.Module):
                  backward_tol: float = 1e-6, refine_iter: int = 5,
                  shine_threshold: float | None = None, rho_iters: int = 5,
                  monitor_rho: bool = False, jac_reg: float = 0.0, jac_probes: int = 1,
-                 divergence: float = 1e4) -> None:
+                 divergence: float = 1e4, opa_every: int = 1) -> None:
         super().__init__()
         if not hasattr(fmap, "bind") or not hasattr(fmap, "init"):
             raise InputError(f"fmap: expected a DEQ map with bind(y, A) and init(y, A), got "
@@ -135,6 +168,11 @@ class DEQ(nn.Module):
             raise InputError(f"jac_reg: expected a weight >= 0, got {jac_reg!r}")
         self.jac_reg, self.jac_probes = float(jac_reg), int(jac_probes)
         self.divergence = float(divergence)
+        if isinstance(opa_every, bool) or not isinstance(opa_every, int) or opa_every < 1:
+            raise InputError(f"opa_every: expected an integer >= 1, got {opa_every!r}")
+        self.opa_every = opa_every
+        self._outer_grad: OuterGrad | None = None
+        self._opa_count = [0]
         self.last_info: DEQInfo | None = None
         self.check_modes()
 
@@ -145,35 +183,92 @@ class DEQ(nn.Module):
         if self.backward not in BACKWARDS:
             raise InputError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, "
                              f"got {self.backward!r}")
-        if self.backward in ("shine", "shine-refine") and self.solver != "broyden":
+        if self.backward in SHINE_MODES and self.solver != "broyden":
             raise InputError(f"backward={self.backward!r} needs solver='broyden' (SHINE reuses the "
                              f"forward Broyden's inverse-Jacobian estimate), got solver={self.solver!r}")
 
+    @contextmanager
+    def outer_problem(self, outer_grad: OuterGrad) -> Iterator["DEQ"]:
+        """Within the block, calls without ``outer_grad=`` use this one (``shine-opa``)."""
+        if not callable(outer_grad):
+            raise InputError(f"outer_grad: expected a callable z -> dL/dz, got {type(outer_grad).__name__}")
+        saved, self._outer_grad = self._outer_grad, outer_grad
+        try:
+            yield self
+        finally:
+            self._outer_grad = saved
+
+    @staticmethod
+    def _opa(f: Callable[[torch.Tensor], torch.Tensor], outer_grad: OuterGrad, count: list[int]):
+        """The ``opa`` callable of :func:`~convexrecon.fixedpoint.broyden`: ``sigma = B^T dL/dz``
+        and ``w = J_g^T sigma`` at the current iterate (one evaluation of ``f``, one VJP)."""
+
+        def opa(z: torch.Tensor, bt: Callable[[torch.Tensor], torch.Tensor]):
+            g = outer_grad(z)
+            if not isinstance(g, torch.Tensor) or g.shape != z.shape:
+                raise InputError(f"outer_grad: expected a gradient of shape {tuple(z.shape)}, got "
+                                 f"{getattr(g, 'shape', type(g).__name__)}")
+            sigma = bt(g.detach().to(z.dtype))
+            with torch.enable_grad():
+                zt = z.detach().requires_grad_()
+                (jt,) = torch.autograd.grad(f(zt), zt, sigma)
+            count[0] += 1
+            return sigma, jt.detach() - sigma
+
+        return opa
+
     # -- the call ---------------------------------------------------------------
-    def solve(self, y: torch.Tensor, A: Operator, *, z0: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, FixedPointStats, float]:
-        """The forward fixed point ``z*`` (no tape), its stats and wall-clock."""
+    def solve(self, y: torch.Tensor, A: Operator, *, z0: torch.Tensor | None = None,
+              outer_grad: OuterGrad | None = None) -> tuple[torch.Tensor, FixedPointStats, float]:
+        """The forward fixed point ``z*`` (no tape), its stats and wall-clock.
+
+        With ``outer_grad`` (Broyden solver only) the solve makes the
+        outer-problem-aware updates of ``shine-opa``."""
         nb = batch_dims_of(y, A)
         f = self.fmap.bind(y, A)
         start = self.fmap.init(y, A) if z0 is None else z0
         expect = tuple(y.shape[:nb]) + tuple(A.ishape)
         if tuple(start.shape) != expect:
             raise InputError(f"z0: expected shape {expect}, got {tuple(start.shape)}")
+        options = dict(self.solver_options)
+        self._opa_count = [0]
+        if outer_grad is not None:
+            if self.solver != "broyden":
+                raise InputError(f"outer_grad: outer-problem-aware updates need solver='broyden', got "
+                                 f"{self.solver!r}")
+            options.update(opa=self._opa(f, outer_grad, self._opa_count), opa_every=self.opa_every)
         t0 = time.perf_counter()
         with torch.no_grad():
             zs, stats = SOLVERS[self.solver](f, start.detach(), max_iter=self.max_iter, tol=self.tol,
                                              stop="rel", batch_dims=nb, divergence=self.divergence,
-                                             **self.solver_options)
+                                             **options)
         return zs, stats, time.perf_counter() - t0
 
-    def forward(self, y: torch.Tensor, A: Operator, *, z0: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, y: torch.Tensor, A: Operator, *, z0: torch.Tensor | None = None,
+                outer_grad: OuterGrad | None = None) -> torch.Tensor:
+        """``x = f(z*)`` (on the tape when grad is enabled).
+
+        Args:
+            z0: a warm start (default ``A^H y``).
+            outer_grad: ``z -> dL/dz`` of the training loss, needed by ``shine-opa``
+                when grad is enabled (or set by :meth:`outer_problem`); ignored by the
+                other modes.
+        """
         self.check_modes()
         nb = batch_dims_of(y, A)
-        zs, stats, secs = self.solve(y, A, z0=z0)
+        outer = None
+        if self.backward == "shine-opa" and torch.is_grad_enabled():
+            outer = outer_grad if outer_grad is not None else self._outer_grad
+            if outer is None:
+                raise InputError("backward='shine-opa' needs the outer gradient during the forward "
+                                 "solve: pass outer_grad= (see outer_grad_from_loss) or call the model "
+                                 "inside `with model.outer_problem(outer_grad):`")
+        zs, stats, secs = self.solve(y, A, z0=z0, outer_grad=outer)
         dof = 1
         for s_ in A.ishape:
             dof *= int(s_)
-        info = DEQInfo(forward=stats, forward_seconds=secs, dof=dof * (2 if zs.is_complex() else 1))
+        info = DEQInfo(forward=stats, forward_seconds=secs, dof=dof * (2 if zs.is_complex() else 1),
+                       opa_vjps=self._opa_count[0])
         self.last_info = info
         f = self.fmap.bind(y, A)
         if not torch.is_grad_enabled():
