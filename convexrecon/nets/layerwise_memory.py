@@ -10,6 +10,13 @@ built outside the measured step, identically for both).
   resident memory counts everything.
 - :func:`e2e_step`: one Adam step (forward, backward, update) of the identical
   ``depth``-block gated network with the same DC, optimiser state included.
+- :func:`minibatch_step`: the stochastic mode of layer ``depth``
+  (:class:`~convexrecon.solvers.minibatch_conv.MiniBatchConv`, image-only step):
+  the feature cache and the patterns of all ``n`` images, the SVRG snapshot and its
+  full gradient accumulated ``batch_size`` images at a time, and ``steps`` inner
+  steps on ``batch_size`` images. The Lipschitz constant is given (1.0), not
+  estimated: the estimate's power iteration convolves all ``n`` images at once,
+  which a stochastic run would do batch by batch.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from convexrecon.nets.layerwise import LayerwiseNet, _gated_classes, make_gates,
 from convexrecon.nets.layerwise_program import DCMap, LayerProgram, data_consistency, whitening_matrix
 from convexrecon.operators.conv import complex_to_channels
 
-__all__ = ["layerwise_step", "e2e_step", "block_shapes"]
+__all__ = ["layerwise_step", "e2e_step", "minibatch_step", "block_shapes"]
 
 
 def block_shapes(depth: int, patterns: int, kernel: int, *, skip_input: bool = True) -> list[dict]:
@@ -87,6 +94,35 @@ def e2e_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: int = 8,
         loss = (net(y, A) - x).abs().pow(2).mean()
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
+
+    return step
+
+
+def minibatch_step(*, device: str = "cpu", n: int = 32, batch_size: int = 8, size: int = 48,
+                   coils: int = 8, depth: int = 5, patterns: int = 8, kernel: int = 3,
+                   steps: int = 2) -> Callable[[], Any]:
+    A, y, x = _problem(n, size, coils, device)
+    frozen = gated_e2e_net(blocks=block_shapes(depth, patterns, kernel), dc_mu=None,
+                           skip_input=True).to(device)
+    Gated, _ = _gated_classes()
+
+    def step() -> Any:
+        from convexrecon.solvers.minibatch_conv import MiniBatchConv
+
+        with torch.no_grad():
+            x0 = A.adjoint(y)
+            h0 = complex_to_channels(x0)
+            h = h0
+            for b in list(frozen.blocks)[: depth - 1]:  # the feature cache of all n images
+                h = next_features(b, h, h0)
+            target = complex_to_channels(x - x0)
+            prog = Gated(h, target, kernel_size=kernel, n_patterns=patterns, beta=1e-3,
+                         gates=make_gates(h, patterns, kernel), bias=True, lipschitz=1.0)
+            solver = MiniBatchConv(prog, batch_size=batch_size, epochs=1)
+            st = solver.init()
+            for _ in range(steps):
+                st = solver.step(st)
+            return st.x
 
     return step
