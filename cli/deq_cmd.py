@@ -22,7 +22,7 @@ from convexrecon.errors import InputError
 __all__ = ["train_deq", "train_unrolled", "TRAIN_DEQ_EPILOG", "TRAIN_UNROLLED_EPILOG"]
 
 SOLVER_NAMES = ("anderson", "broyden", "picard")
-BACKWARD_NAMES = ("ift", "jfb", "shine", "shine-refine")
+BACKWARD_NAMES = ("ift", "jfb", "shine", "shine-opa", "shine-refine")
 DENOISER_NAMES = ("cnn", "unet")
 DC_NAMES = ("prox-grad", "cg")
 UNROLLED_NAMES = ("modl",)
@@ -36,7 +36,9 @@ _COMMON = ("Data: --problem names a simulation of convexrecon.data (coils, sampl
 TRAIN_DEQ_EPILOG = "\n\n".join([
     "[bold]The map[/bold]",
     "prox-grad: f(z) = R(z - eta A^H(Az - y)); cg: f(z) = (A^H A + mu I)^-1 (A^H y + mu R(z)).",
-    "SHINE needs --solver broyden. A batch whose fixed point diverged takes no optimiser step; "
+    "SHINE needs --solver broyden. shine-opa adds outer-problem-aware Broyden updates along "
+    "the training loss's gradient (one more map evaluation and VJP per forward iteration, "
+    "--opa-every sets how often) so that SHINE's direction is closer to IFT's. A batch whose fixed point diverged takes no optimiser step; "
     "--max-diverged such batches in a row stop training. Warm start (--warm-start) reuses "
     "each training slice's last fixed point (saved in the checkpoint) and turns the random "
     "flips and crops off (masks and noise stay fresh every epoch); it does not exist at "
@@ -121,6 +123,27 @@ def _loss_figure(history: Any, path: Path) -> None:
     save_figure(fig, path)
 
 
+def _outer_aware(loss_fn):
+    """``loss_fn`` with the outer gradient of the training loss given to a ``shine-opa``
+    DEQ during its forward solve (the squared error's gradient: the per-sample NMSE
+    normalisation only scales each sample's direction)."""
+    from convexrecon.implicit import DEQ, outer_grad_from_loss
+    from convexrecon.training.distributed import unwrap
+
+    def wrapped(model, batch):
+        inner = unwrap(model)
+        if not (isinstance(inner, DEQ) and inner.backward == "shine-opa") or batch.target is None:
+            return loss_fn(model, batch)
+        target = batch.target
+        grad = outer_grad_from_loss(lambda x: 0.5 * (x - target.to(x.dtype)).abs().pow(2).sum())
+        with inner.outer_problem(grad):
+            loss, extras = loss_fn(model, batch)
+        extras["opa_vjps"] = float(inner.last_info.opa_vjps)
+        return loss, extras
+
+    return wrapped
+
+
 def _run(model_spec: dict, *, problem: str, mask: Optional[str], size: int, limit: Optional[int],
          val_limit: int, epochs: int, batch_size: int, lr: float, device: str, seed: int,
          out: Path, resume: bool, tensorboard: bool, threads: Optional[int], quiet: bool,
@@ -157,7 +180,7 @@ def _run(model_spec: dict, *, problem: str, mask: Optional[str], size: int, limi
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     warm = WarmStartCache() if warm_start else None
     hooks = DEQHooks(model, warm=warm, max_diverged=max_diverged)
-    history = fit(model, loss_fn=recon_loss_fn(warm=warm), dataset=train, val_dataset=val,
+    history = fit(model, loss_fn=_outer_aware(recon_loss_fn(warm=warm)), dataset=train, val_dataset=val,
                   val_fn=recon_val_fn, optimizer=optimizer, epochs=epochs, out_dir=out,
                   batch_size=batch_size, collate_fn=collate, seed=seed, device=dev, resume=resume,
                   hooks=hooks, tensorboard=tensorboard, progress=not quiet)
@@ -214,7 +237,8 @@ def train_deq(
     skip: float = _OPT["skip"],
     dc: str = typer.Option("prox-grad", "--dc", help="prox-grad or cg (exact data consistency)."),
     solver: str = typer.Option("anderson", "--solver", help="anderson, broyden or picard."),
-    backward: str = typer.Option("ift", "--backward", help="ift, jfb, shine or shine-refine."),
+    backward: str = typer.Option("ift", "--backward", help="ift, jfb, shine, shine-opa or shine-refine."),
+    opa_every: int = typer.Option(1, "--opa-every", help="shine-opa: an outer-problem-aware update every N forward iterations."),
     spectral_norm: bool = typer.Option(False, "--spectral-norm", help="Spectrally normalise the denoiser."),
     jac_reg: float = typer.Option(0.0, "--jac-reg", help="Jacobian regularisation weight (Hutchinson)."),
     warm_start: bool = typer.Option(False, "--warm-start", help="Start each slice from its last fixed point."),
@@ -230,15 +254,18 @@ def train_deq(
     solver_name = _choice(solver, SOLVER_NAMES, "--solver")
     backward_name = _choice(backward, BACKWARD_NAMES, "--backward")
     dc_name = _choice(dc, DC_NAMES, "--dc")
-    if backward_name in ("shine", "shine-refine") and solver_name != "broyden":
+    if backward_name in ("shine", "shine-opa", "shine-refine") and solver_name != "broyden":
         raise InputError(f"--backward {backward_name} needs --solver broyden (SHINE reuses the forward "
                          f"Broyden's inverse-Jacobian estimate), got --solver {solver_name}")
     _positive(max_iter, "--max-iter", integer=True)
+    _positive(opa_every, "--opa-every", integer=True)
     _positive(tol, "--tol")
     _positive(jac_reg, "--jac-reg", zero=True)
     kwargs = dict(_denoiser_options(denoiser, features, depth, skip), dc=dc_name,
                   spectral_norm=spectral_norm, solver=solver_name, backward=backward_name,
                   max_iter=max_iter, tol=tol, jac_reg=jac_reg, monitor_rho=False)
+    if backward_name == "shine-opa":
+        kwargs["opa_every"] = opa_every
     spec = {"factory": "convexrecon.implicit.factory:build_deq", "kwargs": kwargs}
     _run(spec, problem=problem, mask=mask, size=size, limit=limit, val_limit=val_limit,
          epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, out=out,

@@ -55,6 +55,18 @@ def test_train_deq_writes_a_loadable_checkpoint_and_resumes_with_warm_starts(tmp
     assert x.shape == (1, 96, 96) and np.isfinite(x).all()
 
 
+def test_train_deq_shine_opa_feeds_the_outer_gradient(tmp_path):
+    out = tmp_path / "opa"
+    args = ["train-deq", *TINY, "--solver", "broyden", "--backward", "shine-opa", "--opa-every", "2",
+            "--max-iter", "15", "--epochs", "1", "--out", str(out)]
+    _ok(CliRunner().invoke(app, args))
+    metrics = json.loads((out / "metrics.json").read_text())
+    # the forward made outer-problem-aware updates (it was given the loss's gradient)
+    assert metrics["epochs"][0]["train_opa_vjps"] > 0
+    model = load_model(out / "checkpoint.pt")
+    assert model.backward == "shine-opa" and model.opa_every == 2
+
+
 def test_train_unrolled_modl(tmp_path):
     out = tmp_path / "modl"
     result = CliRunner().invoke(app, ["train-unrolled", "--model", "modl", "--iterations", "2", *TINY,
@@ -67,6 +79,8 @@ def test_train_unrolled_modl(tmp_path):
 
 @pytest.mark.parametrize("extra, words", [
     (["--solver", "anderson", "--backward", "shine"], ("--solver broyden",)),
+    (["--solver", "anderson", "--backward", "shine-opa"], ("--solver broyden",)),
+    (["--solver", "broyden", "--backward", "shine-opa", "--opa-every", "0"], ("--opa-every",)),
     (["--solver", "newton"], ("--solver",)),
     (["--backward", "bptt"], ("--backward",)),
     (["--epochs", "0"], ("--epochs",)),
