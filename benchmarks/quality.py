@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| problem | method | lam / mu | PSNR (dB) | SSIM | NMSE | time (s) |")
     print("|---|---|---|---|---|---|---|")
     for prob, method, lam, ps, ss, nm, sec in rows:
-        lam_s = "" if lam is None else f"{lam:g}"
+        lam_s = "" if lam is None else (lam if isinstance(lam, str) else f"{lam:g}")
         print(f"| {prob} | {method} | {lam_s} | {ps:.2f} | {ss:.4f} | {nm:.4f} | {sec:.1f} |")
     path = figure(args.out, iters=iters)
     print(f"\nfigure: {path}")
