@@ -4,9 +4,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import statistics
 from pathlib import Path
-from typing import Any, Optional
+from types import SimpleNamespace
+from typing import Any, Callable, Optional
 
 import typer
 from rich.table import Table
@@ -43,6 +46,38 @@ LAYERWISE_EPILOG = "\n\n".join([
 ])
 
 
+_COMMON: tuple[tuple[str, Any, Any], ...] = (
+    ("problem", Optional[str], typer.Option(None, "--problem", help="A simulated problem's sampling and coils.")),
+    ("data", Optional[Path], typer.Option(None, "--data", help="A folder of fastMRI .h5 files.")),
+    ("mask", str, typer.Option("poisson", "--mask", help="poisson or cartesian-1d.")),
+    ("accel", float, typer.Option(4.0, "--accel", help="Acceleration.")),
+    ("center_fraction", float, typer.Option(0.08, "--center-fraction", help="Centre fraction (1-D masks).")),
+    ("noise", float, typer.Option(0.05, "--noise", help="Noise relative to the measured RMS.")),
+    ("device", str, typer.Option("cpu", "--device", help="cpu, cuda or cuda:N.")),
+    ("seed", int, typer.Option(0, "--seed")),
+    ("resume", bool, typer.Option(False, "--resume", help="Continue the run in --out.")),
+    ("tensorboard", bool, typer.Option(False, "--tensorboard", help="Write TensorBoard files.")),
+    ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bars.")),
+)
+"""The data, device and run options that train-layerwise and train-e2e share."""
+
+
+def _common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Append the options of :data:`_COMMON` to a command's signature; the command
+    receives them bundled as ``common`` (a namespace)."""
+    sig = inspect.signature(fn)
+    own = [q for q in sig.parameters.values() if q.name != "common"]
+    extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=o, annotation=t) for n, t, o in _COMMON]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        common = SimpleNamespace(**{n: kwargs.pop(n) for n, _, _ in _COMMON})
+        return fn(common=common, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+    return wrapper
+
+
 def _preset(name: Optional[str], device: Any, console) -> tuple[str, dict[str, Any]]:
     if name is None:
         name = "paper" if device.type == "cuda" else "cpu"
@@ -65,9 +100,11 @@ def _beta(value: str) -> Optional[float]:
     return beta
 
 
-def _data_spec(problem, data, size, mask, accel, center_fraction, noise, seed):
+def _data_spec(c: SimpleNamespace, size: int):
+    """The :class:`DataSpec` of the shared data options ``c`` (:data:`_COMMON`)."""
     from convexrecon.nets.layerwise_data import DataSpec
 
+    data = c.data
     if data is not None:
         path = Path(data)
         if not path.is_dir():
@@ -78,17 +115,19 @@ def _data_spec(problem, data, size, mask, accel, center_fraction, noise, seed):
             raise InputError(f"--data: expected only fastMRI .h5 files in {str(data)!r}, found {others[0]!r}")
         from convexrecon.data.sources import FastMRIFolder
         FastMRIFolder(path)  # empty folders and unreadable files fail here, before any output
-    return DataSpec(problem=problem, data_dir=None if data is None else str(data), size=size, mask=mask,
-                    accel=accel, center_fraction=center_fraction, noise=noise, seed=seed)
+    return DataSpec(problem=c.problem, data_dir=None if data is None else str(data), size=size,
+                    mask=c.mask, accel=c.accel, center_fraction=c.center_fraction, noise=c.noise,
+                    seed=c.seed)
 
 
 def _table(rows: list[dict[str, Any]], metrics: dict[str, Any] | None) -> Table:
     t = Table(title="layer-wise training")
-    for col in ("layer", "in", "width", "beta/max", "objective", "cert", "iters", "s",
+    for col in ("layer", "in", "width", "solver", "beta/max", "objective", "cert", "iters", "s",
                 "train dB", "val dB", "test dB", "test SSIM"):
         t.add_column(col, justify="right", no_wrap=True)
     for r in rows:
-        t.add_row(str(r["layer"]), str(r["in_channels"]), str(r["width"]), f"{r['beta_frac']:.3g}",
+        t.add_row(str(r["layer"]), str(r["in_channels"]), str(r["width"]), str(r.get("solver", "fista")),
+                  f"{r['beta_frac']:.3g}",
                   f"{r['objective']:.4g}", f"{r['certificate']:.2e}", str(r["iterations"]),
                   f"{r['seconds']:.1f}", f"{r['train_psnr']:.2f}", f"{r['val_psnr']:.2f}",
                   f"{r['test_psnr']:.2f}", f"{r['test_ssim']:.4f}")
@@ -97,70 +136,71 @@ def _table(rows: list[dict[str, Any]], metrics: dict[str, Any] | None) -> Table:
                            ("l1_wavelet", "L1-wav FISTA")):
             if key in metrics:
                 m = metrics[key]
-                t.add_row(label, *[""] * 9, f"{m['psnr']:.2f}", f"{m['ssim']:.4f}")
+                t.add_row(label, *[""] * 10, f"{m['psnr']:.2f}", f"{m['ssim']:.4f}")
     return t
 
 
 @cli_errors
+@_common_options
 def train_layerwise_cmd(
     layers: Optional[int] = typer.Option(None, "--layers", help="Convex steps (hidden conv layers)."),
     kernel: Optional[int] = typer.Option(None, "--kernel", help="Odd kernel size."),
     patterns: Optional[int] = typer.Option(None, "--patterns", help="Gates (patterns) P per step."),
     beta: str = typer.Option("auto", "--beta", help="'auto' (validation path) or a fraction of beta_max."),
-    form: str = typer.Option("gated", "--form", help="gated (default) or relu (cone form)."),
+    form: str = typer.Option("gated", "--form", help=(
+        "gated (default) or relu: the cone form, solved by the augmented Lagrangian, whose "
+        "layers are true ReLU layers.")),
     no_dc: bool = typer.Option(False, "--no-dc", help="No data consistency (the seed's image-only net)."),
     dc_mu: float = typer.Option(0.1, "--dc-mu", help="Data-consistency weight mu."),
     dc_after: bool = typer.Option(False, "--dc-after",
                                   help="Train image-only, apply DC after the network (cheaper steps)."),
     gates: str = typer.Option("gaussian", "--gates", help="gaussian or patches."),
-    problem: Optional[str] = typer.Option(None, "--problem", help="A simulated problem's sampling and coils."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A folder of fastMRI .h5 files."),
-    mask: str = typer.Option("poisson", "--mask", help="poisson or cartesian-1d."),
-    accel: float = typer.Option(4.0, "--accel", help="Acceleration."),
-    center_fraction: float = typer.Option(0.08, "--center-fraction", help="Centre fraction (1-D masks)."),
-    noise: float = typer.Option(0.05, "--noise", help="Noise relative to the measured RMS."),
-    solver: str = typer.Option("auto", "--solver", help="auto, fista or minibatch."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed"),
+    solver: str = typer.Option("auto", "--solver", help=(
+        "auto, fista or minibatch. fista: full batch, to a certificate. minibatch: proximal "
+        "SVRG over --batch-size images (gated form). auto: fista when the step's estimated "
+        "working set (3 x N x P x 2 x H x W floats + the masks) fits --memory-budget, else "
+        "minibatch with the largest batch that fits; the relu form is always full batch.")),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size",
+                                             help="Images per minibatch (default: the largest that fits)."),
+    passes: int = typer.Option(30, "--passes", help="Passes over the data per beta (minibatch)."),
+    memory_budget: float = typer.Option(2.0, "--memory-budget", help="GB a full-batch step may use (auto)."),
     out: Path = typer.Option(Path("layerwise-out"), "--out", help="Output folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard files."),
     preset: Optional[str] = typer.Option(None, "--preset", help="tiny, cpu or paper."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    common: SimpleNamespace = None,
 ) -> None:
     """Greedy convex layer-wise training of a deep CNN reconstructor."""
     from convexrecon.nets.layerwise import LayerwiseConfig
     from convexrecon.nets.layerwise_run import Sizes, run_layerwise
 
-    dev = parse_device(device)
+    c = common
+    dev = parse_device(c.device)
     err = stderr_console()
     name, p = _preset(preset, dev, stdout_console())  # stdout: stderr keeps a lone error line
     if solver not in ("auto", "fista", "minibatch"):
         raise InputError(f"--solver: expected auto, fista or minibatch, got {solver!r}")
-    if solver == "minibatch":
-        raise InputError("--solver minibatch: the stochastic mode is not wired into the layer-wise "
-                         "trainer yet; use auto or fista (full batch)")
-    if problem is not None and data is not None:
+    if c.problem is not None and c.data is not None:
         raise InputError("--problem/--data: expected at most one of them, got both")
-    spec = _data_spec(problem, data, p["size"], mask, accel, center_fraction, noise, seed)
+    spec = _data_spec(c, p["size"])
     cfg = LayerwiseConfig(layers=layers or p["layers"], kernel=kernel or p["kernel"],
                           patterns=patterns or p["patterns"], form=form,
-                          dc_mu=None if no_dc else dc_mu, dc_in_step=not dc_after, beta=_beta(beta), beta_fracs=p["beta_fracs"],
-                          gates=gates, max_iter=p["max_iter"], seed=seed)
+                          dc_mu=None if no_dc else dc_mu, dc_in_step=not dc_after, beta=_beta(beta),
+                          beta_fracs=p["beta_fracs"], gates=gates, max_iter=p["max_iter"],
+                          solver=solver, batch_size=batch_size, epochs=passes,
+                          memory_budget=memory_budget * 1e9, seed=c.seed)
     sizes = Sizes(n_train=p["n_train"], n_val=p["n_val"], n_test=p["n_test"], epochs=p["epochs"])
     console = stdout_console()
     rows: list[dict[str, Any]] = []
 
     def on_layer(row: dict[str, Any]) -> None:
         rows.append(row)
-        if not quiet:
+        if not c.quiet:
             err.print(f"layer {row['layer']}/{cfg.layers}: width {row['width']}, "
                       f"certificate {row['certificate']:.2e}, test PSNR {row['test_psnr']:.2f} dB "
                       f"({row['seconds']:.1f} s)")
 
     callback = None
     progress = None
-    if not quiet:
+    if not c.quiet:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
@@ -172,9 +212,9 @@ def train_layerwise_cmd(
             progress.update(task, advance=1, info=f"certificate {cert:.2e}")
         progress.start()
     try:
-        run = run_layerwise(config=cfg, data=spec, sizes=sizes, out_dir=out, resume=resume, device=dev,
-                            tensorboard=tensorboard, on_layer=on_layer, callback=callback,
-                            log=(lambda s: None) if quiet else err.print)
+        run = run_layerwise(config=cfg, data=spec, sizes=sizes, out_dir=out, resume=c.resume, device=dev,
+                            tensorboard=c.tensorboard, on_layer=on_layer, callback=callback,
+                            log=(lambda s: None) if c.quiet else err.print)
     finally:
         if progress is not None:
             progress.stop()
@@ -205,7 +245,8 @@ def evaluate_cmd(
 
     dev = parse_device(device)
     net = load_model(model, map_location=dev)
-    spec = _data_spec(problem, data, size, "poisson", 4.0, 0.08, 0.05, seed)
+    spec = _data_spec(SimpleNamespace(problem=problem, data=data, mask="poisson", accel=4.0,
+                                      center_fraction=0.08, noise=0.05, seed=seed), size)
     test = load_split(spec, split, n=n, device=dev)
     m = slice_metrics(evaluate_model(net, test), test.target)
     z = slice_metrics(test.x0, test.target)
@@ -220,6 +261,7 @@ def evaluate_cmd(
 
 
 @cli_errors
+@_common_options
 def train_e2e_cmd(
     arch: str = typer.Option("gated", "--arch", help="gated (the layer-wise architecture) or unet."),
     like: Optional[Path] = typer.Option(None, "--like", help="A layer-wise checkpoint: copy its block shapes."),
@@ -231,30 +273,22 @@ def train_e2e_cmd(
     epochs: int = typer.Option(10, "--epochs", help="Epochs of Adam."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (halved every 10 epochs)."),
     batch_size: int = typer.Option(4, "--batch-size"),
-    problem: Optional[str] = typer.Option(None, "--problem", help="A simulated problem's sampling and coils."),
-    data: Optional[Path] = typer.Option(None, "--data", help="A folder of fastMRI .h5 files."),
-    mask: str = typer.Option("poisson", "--mask", help="poisson or cartesian-1d."),
-    accel: float = typer.Option(4.0, "--accel", help="Acceleration."),
-    center_fraction: float = typer.Option(0.08, "--center-fraction", help="Centre fraction (1-D masks)."),
-    noise: float = typer.Option(0.05, "--noise", help="Noise relative to the measured RMS."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("e2e-out"), "--out", help="Output folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Write TensorBoard files."),
     preset: Optional[str] = typer.Option(None, "--preset", help="tiny, cpu or paper (data sizes)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    common: SimpleNamespace = None,
 ) -> None:
     """Train an end-to-end baseline (Adam) with the layer-wise trainer's data options."""
     from convexrecon.nets.e2e_baselines import SubsetDataset, train_e2e
     from convexrecon.nets.layerwise_data import _dataset, _indices
     from convexrecon.training import build_model, load_checkpoint
 
-    dev = parse_device(device)
+    c = common
+    seed = c.seed
+    dev = parse_device(c.device)
     _, p = _preset(preset, dev, stdout_console())
     if arch not in ("gated", "unet"):
         raise InputError(f"--arch: expected gated or unet, got {arch!r}")
-    spec = _data_spec(problem, data, p["size"], mask, accel, center_fraction, noise, seed)
+    spec = _data_spec(c, p["size"])
     mu = None if no_dc else dc_mu
     if arch == "unet":
         model_spec = {"factory": "convexrecon.nets.e2e_baselines:unet_recon",
@@ -264,6 +298,9 @@ def train_e2e_cmd(
         if like is not None:
             kw = load_checkpoint(like)["model_spec"]["kwargs"]
             blocks, skip = kw["blocks"], bool(kw.get("skip_input", False))
+            if any(b.get("kind") == "relu" for b in blocks):
+                raise InputError(f"--like: {str(like)!r} is a relu-form network; the end-to-end "
+                                 "baseline is gated only (--arch gated without --like, or unet)")
         else:
             k, P, L = kernel or p["kernel"], patterns or p["patterns"], layers or p["layers"]
             if k < 1 or k % 2 == 0:
@@ -281,8 +318,8 @@ def train_e2e_cmd(
     train = SubsetDataset(tr_ds, _indices(len(tr_ds), p["n_train"], "train", folder))
     val = SubsetDataset(va_ds, _indices(len(va_ds), p["n_val"], "val", folder))
     hist = train_e2e(model, model_spec=model_spec, train=train, val=val, epochs=epochs, out_dir=str(out),
-                     lr=lr, batch_size=batch_size, resume=resume, seed=seed, device=str(dev),
-                     tensorboard=tensorboard, progress=not quiet)
+                     lr=lr, batch_size=batch_size, resume=c.resume, seed=seed, device=str(dev),
+                     tensorboard=c.tensorboard, progress=not c.quiet)
     t = Table(title=f"end-to-end {arch}")
     for col in ("epoch", "train loss", "val loss", "val PSNR"):
         t.add_column(col, justify="right")

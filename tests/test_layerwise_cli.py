@@ -98,7 +98,8 @@ def test_bad_unknown_problem(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("args,word", [(["--form", "relu"], "form"), (["--solver", "minibatch"], "minibatch"),
+@pytest.mark.parametrize("args,word", [(["--form", "relu", "--solver", "minibatch"], "minibatch"),
+                                       (["--solver", "sgd"], "--solver"), (["--form", "mlp"], "form"),
                                        (["--beta", "2"], "--beta"), (["--mask", "radial"], "mask")])
 def test_bad_options_default_preset(tmp_path, args, word):
     out = tmp_path / "o"
@@ -195,3 +196,27 @@ def test_train_e2e_tiny(trained, tmp_path, arch):
     if arch == "gated":
         assert net.widths() == load_model(trained / "checkpoint.pt").widths()
     assert json.loads((out / "metrics.json").read_text())["epochs"]
+
+
+@pytest.mark.parametrize("args,solver", [(["--form", "relu"], "auglag"),
+                                         (["--solver", "minibatch", "--batch-size", "2", "--passes", "2"],
+                                          "minibatch/2")])
+def test_tiny_run_relu_form_and_minibatch_solver(tmp_path, args, solver):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "1", *args, "--out", str(out)])
+    _ok(result)
+    assert "layer-wise training" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["layers"][0]["solver"] == solver and metrics["layers"][0]["certificate"] >= 0
+    net = load_model(out / "checkpoint.pt")
+    assert net.depth == 1 and net.widths() == metrics["widths"]
+
+
+def test_bad_like_relu_checkpoint(tmp_path):
+    out = tmp_path / "relu"
+    _ok(CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "1", "--form", "relu",
+                                 "--out", str(out)]))
+    e2e = tmp_path / "e2e"
+    _bad(CliRunner().invoke(app, ["train-e2e", *TINY_ARGS, "--like", str(out / "checkpoint.pt"),
+                                  "--epochs", "1", "--out", str(e2e)]), "relu")
+    assert not e2e.exists()

@@ -6,8 +6,10 @@ layer-wise training", made precise here):
 - **Input.** ``x_0 = A^H y`` (the SENSE-combined zero-filled image), as two real
   channels; ``h_0 = x_0``. The bias is the programs' constant channel.
 - **Step i** fits the residual ``x_gt - x_0`` from the features ``h_{i-1}`` with one
-  convex two-layer program (the gated conv program, a nuclear norm per pattern). The
-  prediction after step ``i`` is ``x_hat_i = x_0 + f_i(g_i(h_{i-1}))``.
+  convex two-layer program: the gated conv program (a nuclear norm per pattern), or
+  with ``form="relu"`` the cone form (:mod:`convexrecon.nets.layerwise_cone`), whose
+  recovered layer is a true ReLU layer. The prediction after step ``i`` is
+  ``x_hat_i = x_0 + f_i(g_i(h_{i-1}))``.
 - **Data consistency inside the step** (default): the network is evaluated through
   ``DC(x) = (A^H A + mu I)^-1 (A^H y + mu x)``, affine in ``x`` with linear part
   ``M = mu (A^H A + mu I)^-1``; the step's data operator becomes ``M o PatternConv``
@@ -26,6 +28,10 @@ layer-wise training", made precise here):
   which changes the regulariser to the nuclear norm of ``Sigma^1/2 V^T U_i``.
 - **beta** per layer: a short warm-started path of fractions of ``beta_max``; the
   fraction with the best validation PSNR (after DC) is kept.
+- **Solvers** (:mod:`convexrecon.nets.layerwise_step`): full-batch FISTA to a
+  certificate, or proximal SVRG batch by batch (``solver="minibatch"``; ``"auto"``
+  picks it when the step does not fit ``memory_budget``); the ReLU form uses the
+  augmented Lagrangian.
 
 The trained model is a :class:`LayerwiseNet` with ``forward(y, A)``.
 """
@@ -42,8 +48,8 @@ import torch
 from convexrecon._checks import check_choice
 from convexrecon.errors import InputError
 from convexrecon.metrics import psnr
-from convexrecon.nets.layerwise_program import (DC_MAX_ITER, DC_TOL, DCMap, LayerProgram,
-                                                data_consistency, whitening_matrix)
+from convexrecon.nets.layerwise_step import SOLVERS, build_step, choose_solver
+from convexrecon.nets.layerwise_program import DC_MAX_ITER, DC_TOL, DCMap, data_consistency
 from convexrecon.operators.base import Operator
 from convexrecon.operators.conv import channels_to_complex, complex_to_channels, pad_input, random_gates
 
@@ -84,12 +90,15 @@ class ReconData:
         operator: the encoding operator ``A`` of the ``N`` samples (per-sample maps and
             masks as a batch dimension).
         target: ``(N, *A.ishape)`` complex ground truth, or ``None``.
+        batch: the :class:`convexrecon.data.Batch` it came from, or ``None`` (gives
+            the per-sample operators of :meth:`operator_of`).
         x0: ``A^H y`` (computed).
     """
 
     kspace: torch.Tensor
     operator: Operator
     target: torch.Tensor | None = None
+    batch: Any = field(default=None, repr=False)
     x0: torch.Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -110,19 +119,38 @@ class ReconData:
     @classmethod
     def from_batch(cls, batch: Any) -> "ReconData":
         """From a :class:`convexrecon.data.Batch` (``kspace``, ``target``, ``operator()``)."""
-        return cls(batch.kspace, batch.operator(), batch.target)
+        return cls(batch.kspace, batch.operator(), batch.target, batch)
+
+    def operator_of(self, idx: torch.Tensor) -> Operator:
+        """The encoding operator of the samples ``idx`` (needs the data ``batch``)."""
+        from dataclasses import fields as _fields
+
+        if self.batch is None:
+            raise InputError("data: expected a split loaded from a data Batch (per-sample "
+                             "operators, for the minibatch solver), got a bare operator")
+        n, pick = len(self), idx.tolist()
+        sub = {}
+        for f in _fields(self.batch):
+            v = getattr(self.batch, f.name)
+            if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == n:
+                v = v[idx.to(v.device)]
+            elif isinstance(v, list) and len(v) == n:
+                v = [v[i] for i in pick]
+            sub[f.name] = v
+        return type(self.batch)(**sub).operator()
 
 
 class LayerwiseNet(torch.nn.Module):
-    """A deep gated CNN built block by block, with optional data consistency.
+    """A deep CNN built block by block (gated or ReLU), with optional data consistency.
 
     ``blocks[:-1]`` contribute their hidden features (``.features``), the last block
     its full two-layer output: ``x_net = x_0 + blocks[-1](h_{L-1})`` with
     ``h_i = blocks[i-1].features(h_{i-1})`` and ``h_0 = x_0`` as channels.
 
     Args:
-        blocks: two-layer blocks with ``features(x)`` and ``forward(x)`` (e.g.
-            :class:`~convexrecon.programs.GatedConvNet`).
+        blocks: two-layer blocks with ``features(x)`` and ``forward(x)``
+            (:class:`~convexrecon.programs.GatedConvNet`, or
+            :class:`~convexrecon.programs.relu.networks.ReLUConvNet` for the ReLU form).
         dc_mu: the DC weight ``mu`` (``None``: no data consistency).
         dc_tol, dc_max_iter: CG settings of the DC step.
     """
@@ -173,10 +201,16 @@ class LayerwiseNet(torch.nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """Keyword arguments of :func:`layerwise_net_from_spec` that rebuild the shapes."""
-        blocks = [dict(n_gates=int(b.gates.shape[0]), in_channels=int(b.gates.shape[1]),
-                       kernel=int(b.kernel_size), width=int(b.first.shape[0]),
-                       c_out=int(b.second.shape[0]), padding=b.padding, bias=bool(b.bias))
-                  for b in self.blocks]
+        blocks = []
+        for b in self.blocks:
+            d = dict(in_channels=int(b.first.shape[1]), kernel=int(b.kernel_size),
+                     width=int(b.first.shape[0]), c_out=int(b.second.shape[0]), padding=b.padding,
+                     bias=bool(b.bias))
+            if hasattr(b, "gates"):
+                d["n_gates"] = int(b.gates.shape[0])
+            else:
+                d["kind"] = "relu"
+            blocks.append(d)
         return dict(blocks=blocks, dc_mu=self.dc_mu, dc_tol=self.dc_tol, dc_max_iter=self.dc_max_iter,
                     skip_input=self.skip_input)
 
@@ -192,11 +226,19 @@ def layerwise_net_from_spec(*, blocks: list[dict], dc_mu: float | None = None,
                             dc_tol: float = DC_TOL, dc_max_iter: int = DC_MAX_ITER,
                             skip_input: bool = False) -> LayerwiseNet:
     """A :class:`LayerwiseNet` of the given shapes with zero weights (load a state dict
-    into it); the factory of its checkpoints' ``model_spec``."""
+    into it); the factory of its checkpoints' ``model_spec``. A block with
+    ``kind="relu"`` is a :class:`~convexrecon.programs.relu.networks.ReLUConvNet`."""
+    from convexrecon.programs.relu.networks import ReLUConvNet
+
     _, GatedConvNet = _gated_classes()
-    mods = []
+    mods: list[torch.nn.Module] = []
     for b in blocks:
-        p, c, k, m, co = (int(b[key]) for key in ("n_gates", "in_channels", "kernel", "width", "c_out"))
+        c, k, m, co = (int(b[key]) for key in ("in_channels", "kernel", "width", "c_out"))
+        if b.get("kind", "gated") == "relu":
+            mods.append(ReLUConvNet(torch.zeros(m, c, k, k), torch.zeros(co, m, 1, 1),
+                                    padding=b.get("padding", "zeros"), bias=bool(b.get("bias", True))))
+            continue
+        p = int(b["n_gates"])
         mods.append(GatedConvNet(torch.zeros(p, c, k, k), torch.zeros(m, dtype=torch.long),
                                  torch.zeros(m, c, k, k), torch.zeros(co, m, 1, 1),
                                  padding=b.get("padding", "zeros"), bias=bool(b.get("bias", True))))
@@ -241,6 +283,12 @@ class LayerwiseConfig:
     Sigma^-1/2`` of the patch covariance): far fewer iterations, and the penalty is
     the nuclear norm of the whitened filters. ``skip_input`` appends ``x_0``'s two
     channels to every layer's features (a deeper step can always use the input).
+    ``solver``: ``"fista"`` (full batch), ``"minibatch"`` (proximal SVRG over
+    ``batch_size`` images, at most ``epochs`` passes, step ``minibatch_lr / L``;
+    gated form only) or ``"auto"``
+    (full batch when the step's estimated working set fits ``memory_budget`` bytes,
+    else minibatch with the largest batch that fits; see
+    :func:`~convexrecon.nets.layerwise_step.choose_solver`).
     """
 
     layers: int = 5
@@ -258,6 +306,11 @@ class LayerwiseConfig:
     tol: float = 1e-3
     check_every: int = 5
     padding: str = "zeros"
+    solver: str = "auto"
+    batch_size: int | None = None
+    epochs: int = 30
+    minibatch_lr: float = 0.5
+    memory_budget: float = 2e9
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -268,9 +321,15 @@ class LayerwiseConfig:
         if not isinstance(self.patterns, int) or self.patterns < 1:
             raise InputError(f"patterns: expected an integer >= 1, got {self.patterns!r}")
         check_choice(self.form, FORMS, "form")
-        if self.form != "gated":
-            raise InputError("form: only 'gated' is implemented in the layer-wise trainer; "
-                             "'relu' (the cone form) is not available yet")
+        check_choice(self.solver, SOLVERS, "solver")
+        if self.form == "relu" and self.solver == "minibatch":
+            raise InputError("solver: 'minibatch' is available for form 'gated' only; the relu "
+                             "form is solved full batch (auto or fista)")
+        if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
+            raise InputError(f"batch_size: expected an integer >= 1 or None, got {self.batch_size!r}")
+        if self.epochs < 1 or not self.memory_budget > 0:
+            raise InputError(f"epochs/memory_budget: expected >= 1 and > 0, got {self.epochs}, "
+                             f"{self.memory_budget}")
         check_choice(self.gates, GATE_KINDS, "gates")
         if self.dc_mu is not None and not (self.dc_mu > 0 and math.isfinite(self.dc_mu)):
             raise InputError(f"dc_mu: expected a positive number or None, got {self.dc_mu!r}")
@@ -290,6 +349,7 @@ class LayerReport:
     layer: int
     in_channels: int
     width: int
+    solver: str
     beta: float
     beta_frac: float
     objective: float
@@ -299,8 +359,9 @@ class LayerReport:
     train_psnr: float
     val_psnr: float
     path: list[dict[str, float]] = field(default_factory=list)
-    solution: torch.Tensor | None = field(default=None, repr=False)
-    """The chosen solution's filters ``U`` (base coordinates; not saved; for checks)."""
+    solution: Any = field(default=None, repr=False)
+    """The chosen solution's filters (base coordinates: ``U``, or ``(V, W)`` for the
+    ReLU form; not saved; for checks)."""
 
 
 def _eval_psnr(data: ReconData, x_net: torch.Tensor, dc_mu: float | None) -> float:
@@ -327,12 +388,9 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
     Returns:
         ``(net, reports)`` for the layers trained in this call.
     """
-    from convexrecon.solvers.fista import FISTA
-
     if train.target is None or val.target is None:
         raise InputError("train/val: expected targets (ground truth) for training, got None")
     cfg = config
-    Gated, _ = _gated_classes()
     blocks = list(blocks)
     if len(blocks) > cfg.layers:
         raise InputError(f"blocks: expected at most layers={cfg.layers} trained blocks, got {len(blocks)}")
@@ -349,6 +407,14 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
         else:
             dcmap, base_out = None, train.x0
         Y = _channels(train.target - base_out).to(h_tr.dtype)
+    n, hh, ww = len(train), int(Y.shape[-2]), int(Y.shape[-1])
+    solver, batch = choose_solver(cfg.solver, form=cfg.form, n=n, h=hh, w=ww, patterns=cfg.patterns,
+                                  budget_bytes=cfg.memory_budget, batch_size=cfg.batch_size,
+                                  itemsize=h_tr.element_size())
+
+    def dc_of(idx: torch.Tensor) -> DCMap:
+        return DCMap(train.operator_of(idx), n=int(idx.numel()), mu=cfg.dc_mu, dtype=Y.dtype)
+
     reports: list[LayerReport] = []
     for i in range(len(blocks), cfg.layers):
         t0 = time.perf_counter()
@@ -356,27 +422,25 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
             dcmap.reset()
         gates = make_gates(h_tr, cfg.patterns, cfg.kernel, kind=cfg.gates,
                            seed=cfg.seed * 1009 + i, padding=cfg.padding)
-        base = Gated(h_tr, Y, kernel_size=cfg.kernel, n_patterns=cfg.patterns, beta=1.0,
-                     gates=gates, padding=cfg.padding, bias=True)
-        wmat = whitening_matrix(base.op.x_padded, cfg.kernel) if cfg.whiten else None
-        prog = LayerProgram(base, Y, dc=dcmap, whiten=wmat)
-        bmax = prog.beta_max()
+        step = build_step(h_tr, Y, gates, form=cfg.form, solver=solver, kernel=cfg.kernel,
+                          padding=cfg.padding, whiten=cfg.whiten, dc=dcmap,
+                          dc_of=dc_of if dc_train else None, batch_size=batch,
+                          max_iter=cfg.epochs if solver == "minibatch" else cfg.max_iter,
+                          tol=cfg.tol, check_every=cfg.check_every, lr=cfg.minibatch_lr, seed=cfg.seed)
+        bmax = step.beta_max()
         fracs = (cfg.beta,) if cfg.beta is not None else tuple(sorted(cfg.beta_fracs, reverse=True))
-        U, best, path, iters = None, None, [], 0
+        best, path, iters = None, [], 0
         for frac in fracs:
-            prog.set_beta(frac * bmax)
-            res = FISTA(prog, max_iter=cfg.max_iter, tol=cfg.tol,
-                        check_every=cfg.check_every).run(U, callback)
-            U, iters = res.x, iters + res.state.it
+            it = step.solve(frac * bmax, callback)
+            iters += it
             with torch.no_grad():
-                blk = prog.recover_network(U, rtol=RECOVER_RTOL)
+                blk = step.network(RECOVER_RTOL)
                 v = _eval_psnr(val, val.x0 + _complex(blk(h_va)).to(val.x0.dtype), cfg.dc_mu)
-            obj = prog.value(U)
-            cert = prog.certificate(U)
+            obj, cert = step.objective(), step.certificate()
             path.append(dict(beta_frac=frac, val_psnr=v, objective=obj, certificate=cert,
-                             iterations=res.state.it, width=int(blk.first.shape[0])))
+                             iterations=it, width=int(blk.first.shape[0])))
             if best is None or v > best[0]:
-                best = (v, frac, blk, obj, cert, prog.filters(U))
+                best = (v, frac, blk, obj, cert, step.filters())
             elif v < best[0] - 0.1:  # clearly past the best: stop the path
                 break
         v, frac, blk, obj, cert, U = best
@@ -385,6 +449,7 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
             h_tr, h_va = next_features(blk, h_tr, s_tr), next_features(blk, h_va, s_va)
         blocks.append(blk)
         rep = LayerReport(layer=i + 1, in_channels=int(gates.shape[1]) - 1, width=int(blk.first.shape[0]),
+                          solver=step.solver if solver != "minibatch" else f"minibatch/{batch}",
                           beta=frac * bmax, beta_frac=frac, objective=obj, certificate=cert,
                           iterations=iters, seconds=time.perf_counter() - t0, train_psnr=tr,
                           val_psnr=v, path=path, solution=U)

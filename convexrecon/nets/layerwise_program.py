@@ -31,12 +31,11 @@ from convexrecon.errors import InputError
 from convexrecon.operators.base import Compose, Operator
 from convexrecon.operators.conv import channels_to_complex, complex_to_channels
 from convexrecon.operators.linalg import power_method
-from convexrecon.programs.composite import CompositeProgram
-from convexrecon.programs.l1 import gap_from_normal
+from convexrecon.programs.relu.conv import NuclearConvProgram
 from convexrecon.programs.terms import LeastSquares
 from convexrecon.solvers.cg import CG, cg_solve
 
-__all__ = ["data_consistency", "DCMap", "LayerProgram", "WhitenMap", "whitening_matrix"]
+__all__ = ["data_consistency", "DCMap", "LayerProgram", "WhitenMap", "whitening_matrix", "patch_gram"]
 
 DC_TOL = 1e-6
 """Relative residual at which the CG solves of the DC step stop."""
@@ -87,6 +86,12 @@ class DCMap(Operator):
         """Forget the warm starts."""
         self._warm.clear()
 
+    def apply(self, x: torch.Tensor, *, slot: int) -> torch.Tensor:
+        """``M x``, warm started from the last solve of the same ``slot`` (callers
+        that apply ``M`` to two alternating sequences give each its own slot; 0 and
+        1 are those of ``forward`` and ``normal``)."""
+        return self._solve(x, slot)
+
     def _solve(self, x: torch.Tensor, slot: int) -> torch.Tensor:
         if x.shape != (*self.ishape,):
             raise InputError(f"DCMap: expected {self.ishape}, got {tuple(x.shape)}")
@@ -108,10 +113,9 @@ class DCMap(Operator):
         return self._solve(self._solve(x, 0), 1)
 
 
-def whitening_matrix(x_padded: torch.Tensor, kernel: int, *, eps: float = 1e-4) -> torch.Tensor:
-    """``W = V (Sigma + floor)^-1/2`` of the patch covariance ``V Sigma V^T`` of the
-    padded images (``(C k k)`` square); eigenvalues are floored at ``eps`` times the
-    largest, so near-constant directions are not blown up."""
+def patch_gram(x_padded: torch.Tensor, kernel: int) -> tuple[torch.Tensor, int]:
+    """``(sum of P^T P over the images, rows)`` in float64: the ``(C k k)`` square Gram
+    matrix of every ``k x k`` patch of the padded images, and the number of patches."""
     d = x_padded.shape[1] * kernel * kernel
     gram = torch.zeros(d, d, dtype=torch.float64, device=x_padded.device)
     rows = 0
@@ -119,6 +123,14 @@ def whitening_matrix(x_padded: torch.Tensor, kernel: int, *, eps: float = 1e-4) 
         cols = F.unfold(img, kernel)[0].double()  # (C k k, H W)
         gram += cols @ cols.T
         rows += cols.shape[1]
+    return gram, rows
+
+
+def whitening_matrix(x_padded: torch.Tensor, kernel: int, *, eps: float = 1e-4) -> torch.Tensor:
+    """``W = V (Sigma + floor)^-1/2`` of the patch covariance ``V Sigma V^T`` of the
+    padded images (``(C k k)`` square); eigenvalues are floored at ``eps`` times the
+    largest, so near-constant directions are not blown up."""
+    gram, rows = patch_gram(x_padded, kernel)
     evals, vecs = torch.linalg.eigh(gram / max(rows, 1))
     floor = eps * float(evals.max().clamp_min(1e-300))
     return (vecs * evals.clamp_min(floor).rsqrt()).to(x_padded.dtype)
@@ -144,7 +156,7 @@ class WhitenMap(Operator):
         return flat.reshape(*lead, *self.ishape)
 
 
-class LayerProgram(CompositeProgram):
+class LayerProgram(NuclearConvProgram):
     """One layer-wise step: the gated conv program of ``base`` with an optional
     DC map ``M`` on its output and optional whitened filter coordinates ``U = W U'``.
 
@@ -184,24 +196,8 @@ class LayerProgram(CompositeProgram):
         self.dtype = base.dtype
 
     @property
-    def beta(self) -> float:
-        return self.reg.beta
-
-    @property
     def gates(self) -> torch.Tensor:
         return self.base.gates
-
-    def set_beta(self, beta: float) -> None:
-        self.reg.beta = check_positive(beta, "beta")
-
-    def check_x(self, x: Any, what: str = "x") -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"{what}: expected a tensor of shape {self.shape}, got {got}")
-        return x
-
-    def zeros(self) -> torch.Tensor:
-        return torch.zeros(self.shape, dtype=self.dtype, device=self.Y.device)
 
     def filters(self, x: torch.Tensor) -> torch.Tensor:
         """The filters ``U`` of the base program (``W U'`` when whitened)."""
@@ -211,31 +207,6 @@ class LayerProgram(CompositeProgram):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The fitted change of the output ``(N, 2, H, W)`` (after ``M`` with DC)."""
         return self.smooth.op.forward(self.check_x(x, "U"))
-
-    def beta_max(self) -> float:
-        """Smallest ``beta`` with ``0`` optimal: ``max_i ||A_i^T Y||_2``."""
-        return float(self.reg.spectral_norms(self.smooth.aty).max())
-
-    def value(self, x, *, normal_x: torch.Tensor | None = None,
-              reg_value: float | torch.Tensor | None = None) -> float:
-        x = self.check_x(x)
-        nx = self.smooth.normal(x) if normal_x is None else normal_x
-        rv = self.reg.value(x) if reg_value is None else reg_value
-        return float(self.smooth.value_from_normal(x, nx)) + float(rv)
-
-    def duality_gap(self, x, *, normal_x: torch.Tensor | None = None,
-                    reg_value: float | torch.Tensor | None = None) -> tuple[float, float]:
-        """``(primal, dual)`` with the best-scaled residual as the dual point."""
-        x = self.check_x(x)
-        nx = self.smooth.normal(x) if normal_x is None else normal_x
-        rv = float(self.reg.value(x) if reg_value is None else reg_value)
-        return gap_from_normal(self.smooth, x, nx, rv, self.reg.dual_norm)
-
-    def certificate(self, x, *, normal_x: torch.Tensor | None = None,
-                    reg_value: float | torch.Tensor | None = None) -> float:
-        """Relative duality gap (0 at the optimum)."""
-        primal, dual = self.duality_gap(x, normal_x=normal_x, reg_value=reg_value)
-        return max(primal - dual, 0.0) / max(abs(primal), 1e-300)
 
     def recover_network(self, x: torch.Tensor, **kwargs: Any):
         """The gated two-layer network of the solution (DC is not part of it)."""

@@ -40,8 +40,7 @@ class _ALSmooth(SmoothTerm):
         e = p.predict_from_conv(z) - p.Y
         act = (self.mu - self.rho * p.sign * z).clamp(min=0)
         val = 0.5 * e.pow(2).sum() + (act.pow(2).sum() - self.mu.pow(2).sum()) / (2 * self.rho)
-        signs = torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device).view(1, 2, 1, 1, 1, 1)
-        gz = e.unsqueeze(1).unsqueeze(2) * p.op.maskf * signs - p.sign * act
+        gz = p.predict_from_conv_adjoint(e) - p.sign * act
         return val, p.conv_adjoint(gz)
 
     def value(self, s):
@@ -126,14 +125,14 @@ class ConvReLUAugLag(Solver[AugLagState]):
                              f"{tuple(getattr(multipliers, 'shape', ())) or type(multipliers).__name__}")
         else:
             mu = multipliers.to(s).clamp(min=0)
-        ld = 2.0 * p.gated.smooth.lipschitz()
+        ld = 2.0 * p.data_lipschitz()
         rho = self.rho0 if self.rho0 is not None else ld / p.k_norm2()
         return AugLagState(x=(s[0], s[1]), s=s, mu=mu, rho=rho, rho_cap=1e3 * rho,
                            t0=time.perf_counter())
 
     def step(self, state: AugLagState) -> AugLagState:
         p = self.program
-        lip = 2.0 * p.gated.smooth.lipschitz() + state.rho * p.k_norm2()
+        lip = 2.0 * p.data_lipschitz() + state.rho * p.k_norm2()
         sub = _ALProgram(_ALSmooth(p, state.mu, state.rho, lip), _GroupPenalty(p.beta))
         s = FISTA(sub, max_iter=self.inner_iter, tol=0.0, check_every=0).run(state.s).x
         z = p.conv(s) * p.sign

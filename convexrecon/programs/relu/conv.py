@@ -51,7 +51,7 @@ from convexrecon.programs.relu.limits import CVXPY_MAX_ROWS, CVXPY_MAX_UNKNOWNS
 from convexrecon.programs.relu.networks import GatedConvNet
 from convexrecon.programs.terms import LeastSquares, singular_value_threshold
 
-__all__ = ["ConvGatedReLU", "ConvTwoLayerReLU", "ConvNuclear", "GatedConvNet"]
+__all__ = ["ConvGatedReLU", "ConvTwoLayerReLU", "ConvNuclear", "NuclearConvProgram", "GatedConvNet"]
 
 
 class ConvNuclear(ProxTerm):
@@ -106,7 +106,68 @@ class _ConvLeastSquares(LeastSquares):
         return self._lip
 
 
-class ConvGatedReLU(CompositeProgram):
+class NuclearConvProgram(CompositeProgram):
+    """``1/2 ||A U - Y||^2 + beta sum_i ||U_i||_*`` (a least-squares data term and
+    :class:`ConvNuclear`): the value, relative-duality-gap certificate and
+    conveniences shared by :class:`ConvGatedReLU` and the programs that change its
+    data operator (e.g. the layer-wise step with data consistency,
+    :class:`convexrecon.nets.layerwise_program.LayerProgram`).
+
+    Subclasses set ``smooth`` (a :class:`~convexrecon.programs.terms.LeastSquares`),
+    ``reg`` (a :class:`ConvNuclear`), ``Y``, ``shape`` and ``dtype``.
+    """
+
+    smooth: LeastSquares
+    reg: ConvNuclear
+
+    @property
+    def beta(self) -> float:
+        return self.reg.beta
+
+    def set_beta(self, beta: float) -> None:
+        """Change the penalty weight (e.g. to a fraction of :meth:`beta_max`)."""
+        self.reg.beta = check_positive(beta, "beta")
+
+    def check_x(self, x: Any, what: str = "x") -> torch.Tensor:
+        """Raise InputError unless ``x`` is a tensor of shape ``self.shape``."""
+        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise InputError(f"{what}: expected a tensor of shape {self.shape}, got {got}")
+        return x
+
+    def zeros(self) -> torch.Tensor:
+        """The zero variable (the default starting point)."""
+        return torch.zeros(self.shape, dtype=self.dtype, device=self.Y.device)
+
+    def beta_max(self) -> float:
+        """``max_i ||A_i^T Y||_2``: for ``beta >= beta_max`` the optimum is ``U = 0``."""
+        return float(self.reg.spectral_norms(self.smooth.aty).max())
+
+    # -- objective and certificates ---------------------------------------------------
+    def value(self, x, *, normal_x: torch.Tensor | None = None,
+              reg_value: float | torch.Tensor | None = None) -> float:
+        """Objective; ``normal_x = A.N x`` (and ``reg_value``) skip recomputation."""
+        x = self.check_x(x)
+        nx = self.smooth.normal(x) if normal_x is None else normal_x
+        rv = self.reg.value(x) if reg_value is None else reg_value
+        return float(self.smooth.value_from_normal(x, nx)) + float(rv)
+
+    def duality_gap(self, x, *, normal_x: torch.Tensor | None = None,
+                    reg_value: float | torch.Tensor | None = None) -> tuple[float, float]:
+        """``(primal, dual)``: the dual value of the best-scaled residual."""
+        x = self.check_x(x)
+        nx = self.smooth.normal(x) if normal_x is None else normal_x
+        rv = float(self.reg.value(x) if reg_value is None else reg_value)
+        return gap_from_normal(self.smooth, x, nx, rv, self.reg.dual_norm)
+
+    def certificate(self, x, *, normal_x: torch.Tensor | None = None,
+                    reg_value: float | torch.Tensor | None = None) -> float:
+        """Relative duality gap ``(primal - dual) / primal`` (0 at the optimum)."""
+        primal, dual = self.duality_gap(x, normal_x=normal_x, reg_value=reg_value)
+        return max(primal - dual, 0.0) / max(abs(primal), 1e-300)
+
+
+class ConvGatedReLU(NuclearConvProgram):
     """Gated convex two-layer CNN program (see the module docstring).
 
     Args:
@@ -168,59 +229,13 @@ class ConvGatedReLU(CompositeProgram):
 
     # -- conveniences -----------------------------------------------------------------
     @property
-    def beta(self) -> float:
-        return self.reg.beta
-
-    def set_beta(self, beta: float) -> None:
-        """Change the penalty weight (e.g. to a fraction of :meth:`beta_max`)."""
-        self.reg.beta = check_positive(beta, "beta")
-
-    @property
     def masks(self) -> torch.Tensor:
         """Patterns, bool ``(N, P, H, W)``."""
         return self.op.maskf[:, 0, :, 0] > 0
 
-    def check_x(self, x: Any, what: str = "x") -> torch.Tensor:
-        """Raise InputError unless ``x`` is a tensor of shape ``self.shape``."""
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"{what}: expected a tensor of shape {self.shape}, got {got}")
-        return x
-
-    def zeros(self) -> torch.Tensor:
-        """The zero variable (the default starting point)."""
-        return torch.zeros(self.shape, dtype=self.dtype, device=self.Y.device)
-
     def predict(self, U: torch.Tensor) -> torch.Tensor:
         """The convex model's output ``sum_i D_i conv(X, U_i)``: ``(N, C_out, H, W)``."""
         return self.op.forward(self.check_x(U, "U"))
-
-    def beta_max(self) -> float:
-        """``max_i ||A_i^T Y||_2``: for ``beta >= beta_max`` the optimum is ``U = 0``."""
-        return float(self.reg.spectral_norms(self.smooth.aty).max())
-
-    # -- objective and certificates ---------------------------------------------------
-    def value(self, x, *, normal_x: torch.Tensor | None = None,
-              reg_value: float | torch.Tensor | None = None) -> float:
-        """Objective; ``normal_x = A.N x`` (and ``reg_value``) skip recomputation."""
-        x = self.check_x(x)
-        nx = self.smooth.normal(x) if normal_x is None else normal_x
-        rv = self.reg.value(x) if reg_value is None else reg_value
-        return float(self.smooth.value_from_normal(x, nx)) + float(rv)
-
-    def duality_gap(self, x, *, normal_x: torch.Tensor | None = None,
-                    reg_value: float | torch.Tensor | None = None) -> tuple[float, float]:
-        """``(primal, dual)``: the dual value of the best-scaled residual."""
-        x = self.check_x(x)
-        nx = self.smooth.normal(x) if normal_x is None else normal_x
-        rv = float(self.reg.value(x) if reg_value is None else reg_value)
-        return gap_from_normal(self.smooth, x, nx, rv, self.reg.dual_norm)
-
-    def certificate(self, x, *, normal_x: torch.Tensor | None = None,
-                    reg_value: float | torch.Tensor | None = None) -> float:
-        """Relative duality gap ``(primal - dual) / primal`` (0 at the optimum)."""
-        primal, dual = self.duality_gap(x, normal_x=normal_x, reg_value=reg_value)
-        return max(primal - dual, 0.0) / max(abs(primal), 1e-300)
 
     def dual_point(self, U: torch.Tensor) -> torch.Tensor:
         """The dual-feasible point ``lam = s (Y - A U)`` of the certificate."""

@@ -105,6 +105,18 @@ class ConvTwoLayerReLUCone(Program):
         zd = (z[:, 0] - z[:, 1]) * self.op.maskf[:, 0]
         return zd.sum(dim=1)
 
+    def predict_from_conv_adjoint(self, r: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`predict_from_conv`: ``(N, Co, H, W) -> (N, 2, P, Co, H, W)``
+        (the data term's gradient with respect to the convolutions is this map of
+        the residual)."""
+        signs = torch.tensor([1.0, -1.0], dtype=r.dtype, device=r.device).view(1, 2, 1, 1, 1, 1)
+        return r.unsqueeze(1).unsqueeze(2) * self.op.maskf * signs
+
+    def data_lipschitz(self) -> float:
+        """``||A||^2`` of ``U -> sum_i D_i conv(X, U_i)`` (the data term on ``(V, W)``
+        has twice it)."""
+        return self.gated.smooth.lipschitz()
+
     def predict(self, x) -> torch.Tensor:
         """Model output ``(N, C_out, H, W)``."""
         return self.predict_from_conv(self.conv(self._stack(x)))
@@ -143,9 +155,7 @@ class ConvTwoLayerReLUCone(Program):
         r = self.Y - self.predict_from_conv(z)  # the dual direction lam = t r
         primal = 0.5 * float(r.pow(2).sum()) + self.beta * float(_group_norms(s).sum())
         mu = torch.zeros_like(z) if multipliers is None else multipliers
-        dz = r.unsqueeze(1).unsqueeze(2) * self.op.maskf  # (N, 1, P, Co, H, W)
-        signs = torch.tensor([1.0, -1.0], dtype=z.dtype, device=z.device).view(1, 2, 1, 1, 1, 1)
-        g = self.conv_adjoint(dz * signs + self.sign * mu)
+        g = self.conv_adjoint(self.predict_from_conv_adjoint(r) + self.sign * mu)
         _, dual = best_scale(float((r * self.Y).sum()), float(r.pow(2).sum()),
                              scale_limit(float(_group_norms(g).max()), self.beta))
         viol = float(torch.linalg.vector_norm((z * self.sign).clamp(max=0)))
