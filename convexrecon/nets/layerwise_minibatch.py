@@ -22,18 +22,17 @@ from typing import Any, Callable
 
 import torch
 
-from convexrecon._checks import check_positive
 from convexrecon.errors import InputError
 from convexrecon.nets.layerwise_program import DCMap, WhitenMap
 from convexrecon.operators.conv import PatternConv
 from convexrecon.programs.duality import best_scale, scale_limit
-from convexrecon.programs.relu.conv import ConvGatedReLU, ConvNuclear
+from convexrecon.programs.relu.conv import ConvGatedReLU, ConvNuclear, NuclearFilters
 from convexrecon.solvers.minibatch_conv import MiniBatchConv, MiniBatchConvState
 
 __all__ = ["BatchedLayerProgram", "LayerMiniBatch"]
 
 
-class BatchedLayerProgram:
+class BatchedLayerProgram(NuclearFilters):
     """The gated layer-wise step, evaluated batch by batch (module docstring).
 
     Args:
@@ -65,23 +64,7 @@ class BatchedLayerProgram:
         self._lip: float | None = None
         self._aty: torch.Tensor | None = None
 
-    # -- variables --------------------------------------------------------------------
-    @property
-    def beta(self) -> float:
-        return self.reg.beta
-
-    def set_beta(self, beta: float) -> None:
-        self.reg.beta = check_positive(beta, "beta")
-
-    def check_x(self, x: Any, what: str = "x") -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or tuple(x.shape) != self.shape:
-            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise InputError(f"{what}: expected a tensor of shape {self.shape}, got {got}")
-        return x
-
-    def zeros(self) -> torch.Tensor:
-        return torch.zeros(self.shape, dtype=self.dtype, device=self.Y.device)
-
+    # -- variables (beta, check_x and zeros: NuclearFilters) ----------------------------
     def filters(self, x: torch.Tensor) -> torch.Tensor:
         """The filters ``U`` of the base program (``W U'`` when whitened)."""
         x = self.check_x(x)

@@ -51,7 +51,7 @@ from convexrecon.programs.relu.limits import CVXPY_MAX_ROWS, CVXPY_MAX_UNKNOWNS
 from convexrecon.programs.relu.networks import GatedConvNet
 from convexrecon.programs.terms import LeastSquares, singular_value_threshold
 
-__all__ = ["ConvGatedReLU", "ConvTwoLayerReLU", "ConvNuclear", "NuclearConvProgram", "GatedConvNet"]
+__all__ = ["ConvGatedReLU", "ConvTwoLayerReLU", "ConvNuclear", "NuclearConvProgram", "NuclearFilters", "GatedConvNet"]
 
 
 class ConvNuclear(ProxTerm):
@@ -106,18 +106,11 @@ class _ConvLeastSquares(LeastSquares):
         return self._lip
 
 
-class NuclearConvProgram(CompositeProgram):
-    """``1/2 ||A U - Y||^2 + beta sum_i ||U_i||_*`` (a least-squares data term and
-    :class:`ConvNuclear`): the value, relative-duality-gap certificate and
-    conveniences shared by :class:`ConvGatedReLU` and the programs that change its
-    data operator (e.g. the layer-wise step with data consistency,
-    :class:`convexrecon.nets.layerwise_program.LayerProgram`).
+class NuclearFilters:
+    """The variable side of the nuclear-norm conv programs: ``beta`` (of a
+    :class:`ConvNuclear` ``reg``), the shape check and the zero start. Users set
+    ``reg``, ``shape``, ``dtype`` and ``Y`` (for the device)."""
 
-    Subclasses set ``smooth`` (a :class:`~convexrecon.programs.terms.LeastSquares`),
-    ``reg`` (a :class:`ConvNuclear`), ``Y``, ``shape`` and ``dtype``.
-    """
-
-    smooth: LeastSquares
     reg: ConvNuclear
 
     @property
@@ -138,6 +131,20 @@ class NuclearConvProgram(CompositeProgram):
     def zeros(self) -> torch.Tensor:
         """The zero variable (the default starting point)."""
         return torch.zeros(self.shape, dtype=self.dtype, device=self.Y.device)
+
+
+class NuclearConvProgram(NuclearFilters, CompositeProgram):
+    """``1/2 ||A U - Y||^2 + beta sum_i ||U_i||_*`` (a least-squares data term and
+    :class:`ConvNuclear`): the value and relative-duality-gap certificate shared by
+    :class:`ConvGatedReLU` and the programs that change its data operator (e.g. the
+    layer-wise step with data consistency,
+    :class:`convexrecon.nets.layerwise_program.LayerProgram`).
+
+    Subclasses set ``smooth`` (a :class:`~convexrecon.programs.terms.LeastSquares`),
+    ``reg`` (a :class:`ConvNuclear`), ``Y``, ``shape`` and ``dtype``.
+    """
+
+    smooth: LeastSquares
 
     def beta_max(self) -> float:
         """``max_i ||A_i^T Y||_2``: for ``beta >= beta_max`` the optimum is ``U = 0``."""
