@@ -63,6 +63,7 @@ class BatchedLayerProgram(NuclearFilters):
         self.power_iters = int(power_iters)
         self._lip: float | None = None
         self._aty: torch.Tensor | None = None
+        self._warm: dict[int, torch.Tensor] = {}
 
     # -- variables (beta, check_x and zeros: NuclearFilters) ----------------------------
     def filters(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,23 +84,34 @@ class BatchedLayerProgram(NuclearFilters):
         op = PatternConv(self.op.x_padded[idx], masks, c_out=self.op.c_out)
         return op, (self.dc_of(idx) if self.dc_of is not None else None)
 
-    def _back(self, op: PatternConv, dc: DCMap | None, r: torch.Tensor) -> torch.Tensor:
+    def _dc(self, dc: DCMap | None, x: torch.Tensor, idx: torch.Tensor, slot: int) -> torch.Tensor:
+        """``M_B x``, each image's CG warm started from its last solve in ``slot``
+        (0: the forward map, 1: the adjoint; the solution does not depend on it)."""
+        if dc is None:
+            return x
+        cache = self._warm.get(slot)
+        out, sol = dc.solve(x, None if cache is None else cache[idx])
+        if cache is None:
+            cache = self._warm[slot] = torch.zeros(self.n, *sol.shape[1:], dtype=sol.dtype,
+                                                   device=sol.device)
+        cache[idx] = sol
+        return out
+
+    def _back(self, op: PatternConv, dc: DCMap | None, r: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """``W^T K_B^T M_B r``."""
-        g = op.adjoint(dc.adjoint(r) if dc is not None else r)
+        g = op.adjoint(self._dc(dc, r, idx, 1))
         return self.wmap.adjoint(g) if self.wmap is not None else g
 
     def residual(self, x: torch.Tensor, idx: torch.Tensor):
         """``(r, op, dc)`` with ``r = M_B K_B W x - Y_B`` of the images ``idx``."""
         op, dc = self._parts(idx)
-        pred = op.forward(self.filters(x))
-        if dc is not None:
-            pred = dc.forward(pred)
+        pred = self._dc(dc, op.forward(self.filters(x)), idx, 0)
         return pred - self.Y[idx], op, dc
 
     def grad_batch(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The data term's gradient over the images ``idx`` (a sum, unscaled)."""
         r, op, dc = self.residual(x, idx)
-        return self._back(op, dc, r)
+        return self._back(op, dc, r, idx)
 
     # -- the whole step, batch by batch -------------------------------------------------
     def _sweep(self, x: torch.Tensor) -> tuple[float, float, torch.Tensor]:
@@ -110,7 +122,7 @@ class BatchedLayerProgram(NuclearFilters):
             r, op, dc = self.residual(x, idx)
             f += 0.5 * float(r.pow(2).sum())
             c += float((r * self.Y[idx]).sum())
-            grad += self._back(op, dc, r)
+            grad += self._back(op, dc, r, idx)
         return f, c, grad
 
     def aty(self) -> torch.Tensor:
@@ -119,7 +131,7 @@ class BatchedLayerProgram(NuclearFilters):
             total = torch.zeros(self.shape, dtype=self.dtype, device=self.Y.device)
             for idx in self.batches():
                 op, dc = self._parts(idx)
-                total += self._back(op, dc, self.Y[idx])
+                total += self._back(op, dc, self.Y[idx], idx)
             self._aty = total
         return self._aty
 

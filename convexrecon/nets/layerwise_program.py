@@ -92,16 +92,21 @@ class DCMap(Operator):
         1 are those of ``forward`` and ``normal``)."""
         return self._solve(x, slot)
 
-    def _solve(self, x: torch.Tensor, slot: int) -> torch.Tensor:
+    def solve(self, x: torch.Tensor, x0: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(M x, v)`` with ``v = (A^H A + mu I)^-1 x`` (complex ``(N, H, W)``), the CG
+        started from ``x0`` (a previous ``v``; ``None``: zero)."""
         if x.shape != (*self.ishape,):
             raise InputError(f"DCMap: expected {self.ishape}, got {tuple(x.shape)}")
         b = channels_to_complex(x)[:, 0].to(self.A.dtype)
         cg = CG(self.A.N, b, mu=self.mu, batch_dims=1, tol=self.tol, max_iter=self.max_iter,
                 check_every=0)
-        res = cg.run(self._warm.get(slot))
-        self._warm[slot] = res.x
+        res = cg.run(x0)
         self.cg_iters += res.state.it
-        return complex_to_channels(self.mu * res.x).to(x.dtype)
+        return complex_to_channels(self.mu * res.x).to(x.dtype), res.x
+
+    def _solve(self, x: torch.Tensor, slot: int) -> torch.Tensor:
+        out, self._warm[slot] = self.solve(x, self._warm.get(slot))
+        return out
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._solve(x, 0)
