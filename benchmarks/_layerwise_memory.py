@@ -50,12 +50,12 @@ def measure(spec: str, kwargs: dict[str, Any], *, repeats: int, threads: int,
                 saved_mb=statistics.median(r.saved_bytes / 2**20 for r in runs))
 
 
-def sweep(configs: Sequence[tuple[int, int]], *, n: int, size: int, repeats: int, threads: int,
+def sweep(configs: Sequence[tuple[int, int, int]], *, n: int, size: int, threads: int,
           iters: int = 3, log=print) -> list[dict[str, Any]]:
-    """Layer-wise step against end-to-end step per ``(depth, patterns)``; the ratio of
-    the medians and its range over the repeats (min/max over the pairs)."""
+    """Layer-wise step against end-to-end step per ``(depth, patterns, repeats)``; the
+    ratio of the medians and its range over the repeats (min/max over the pairs)."""
     rows = []
-    for depth, p in configs:
+    for depth, p, repeats in configs:
         kw = dict(depth=depth, n=n, size=size, patterns=p)
         lw = measure(LW, dict(kw, iters=iters), repeats=repeats, threads=threads)
         e2e = measure(E2E, kw, repeats=repeats, threads=threads)

@@ -14,8 +14,10 @@ slab at 5% and 1% noise and the out-of-distribution sets, with paired 95% interv
 Poisson mask are scored by their error on held-out k-space. Memory: one training step
 per configuration in fresh processes, repeated, median and range
 (``_layerwise_memory``), and the largest batch / minibatch within a budget.
-``--quick`` keeps the same code path with smaller sizes: two masks (Poisson, 1-D
-0.04), sets test@5%, test@1% and dipy-b0, one held-out draw, depths 1 and 5.
+``--quick`` keeps the same code path with smaller sizes: 32x32, 3 layers, P=6, 12
+training slices, the Poisson mask only, sets test@5%, test@1% and dipy-b0, one
+held-out draw, end-to-end capped at 2x the layer-wise time, memory at depth 1 (once)
+and 5 (3 repeats), one batch probe (32) per mode.
 
 Writes ``results.json`` and the figures into ``--out`` and ends with one line:
 
@@ -54,27 +56,31 @@ def _args() -> argparse.Namespace:
     p.add_argument("--n-train", type=int, default=40)
     p.add_argument("--n-val", type=int, default=6)
     p.add_argument("--masks", nargs="+", default=list(MASKS), choices=list(MASKS))
+    p.add_argument("--e2e-lr", type=float, default=3e-3)
     p.add_argument("--e2e-patience", type=int, default=8)
     p.add_argument("--e2e-max-epochs", type=int, default=300)
-    p.add_argument("--e2e-time-cap", type=float, default=12.0,
+    p.add_argument("--e2e-time-cap", type=float, default=2.5,
                    help="stop end-to-end training at this many times the layer-wise time")
-    p.add_argument("--e2e-halve-every", type=int, default=20)
+    p.add_argument("--e2e-halve-every", type=int, default=30)
     p.add_argument("--heldout-seeds", type=int, default=3)
     p.add_argument("--memory-repeats", type=int, default=3)
+    p.add_argument("--skip-memory", action="store_true", help="quality only (no RESULT line)")
+    p.add_argument("--skip-quality", action="store_true", help="memory only (no RESULT line)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     a = p.parse_args()
     a.sets = (("test", 0.05), ("test", 0.01), ("dipy-b0", 0.05), ("dipy-t1-coronal", 0.05))
-    a.memory_configs = [(1, 16), (3, 16), (5, 16), (8, 16), (5, 8), (5, 32)]
-    a.batch_candidates = (8, 16, 24, 32, 48, 64, 96)
+    r = a.memory_repeats
+    a.memory_configs = [(5, 16, r), (1, 16, 2), (3, 16, 2), (8, 16, 2), (5, 8, 2), (5, 32, 2)]
+    a.batch_candidates = (16, 24, 32, 48, 64)
     if a.quick:
         a.size, a.layers, a.patterns, a.n_train, a.n_val = 32, 3, 6, 12, 4
-        a.masks = ["poisson", "cartesian-1d:0.04"]
-        a.e2e_patience, a.e2e_max_epochs, a.e2e_time_cap, a.e2e_halve_every = 4, 60, 2.5, 10
+        a.masks = ["poisson"]
+        a.e2e_patience, a.e2e_max_epochs, a.e2e_time_cap, a.e2e_halve_every = 5, 100, 2.0, 100
         a.sets = (("test", 0.05), ("test", 0.01), ("dipy-b0", 0.05))
-        a.heldout_seeds, a.memory_repeats = 1, 3
-        a.memory_configs = [(1, 16), (5, 16)]
-        a.batch_candidates = (16, 32)
+        a.heldout_seeds = 1
+        a.memory_configs = [(1, 16, 1), (5, 16, 3)]
+        a.batch_candidates = (32,)
     return a
 
 
@@ -100,7 +106,7 @@ def _train_mask(name: str, a, out: Path, log) -> dict:
                                                f"{r['certificate']:.1e}, val {r['val_psnr']:.2f}, test "
                                                f"{r['test_psnr']:.2f} dB ({r['seconds']:.1f} s)"))
     log(f"    layer-wise training {run.seconds:.1f} s; widths {run.net.widths()}")
-    opts = E2EOptions(patience=a.e2e_patience, max_epochs=a.e2e_max_epochs, time_cap=a.e2e_time_cap,
+    opts = E2EOptions(lr=a.e2e_lr, patience=a.e2e_patience, max_epochs=a.e2e_max_epochs, time_cap=a.e2e_time_cap,
                       halve_every=a.e2e_halve_every)
     log(f"[{name}] end-to-end twin (Adam lr {opts.lr}, halved every {opts.halve_every} epochs, batch "
         f"{opts.batch_size}, patience {opts.patience}):")
@@ -137,9 +143,9 @@ def _memory(a, log) -> dict:
     from _layerwise_memory import E2E, LW, MINIBATCH, fixed_malloc, largest_fitting, sweep
 
     fixed_malloc(True)
-    log(f"training memory: one step, batch 16, 64x64, 8 coils, {a.memory_repeats} fresh processes each "
-        "(median [range]):")
-    rows = sweep(a.memory_configs, n=16, size=64, repeats=a.memory_repeats, threads=a.threads, log=log)
+    log("training memory: one step, batch 16, 64x64, 8 coils, fresh processes (median [range] over "
+        f"the repeats: {', '.join(f'depth {d}, P={p}: {r}' for d, p, r in a.memory_configs)}):")
+    rows = sweep(a.memory_configs, n=16, size=64, threads=a.threads, log=log)
     five = next(r for r in rows if r["depth"] == 5 and r["patterns"] == 16)
     budget = five["e2e"]["median_mb"] + five["e2e"]["setup_mb"]
     log(f"  largest batch within the end-to-end budget at batch 16 ({budget:.0f} MB, step + setup), "
@@ -182,30 +188,35 @@ def main() -> None:
     def log(s: str, **_) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f} s] {s}", flush=True)
 
-    trained = {name: _train_mask(name, a, out, log) for name in a.masks}
-    log("summary (paired 95% intervals over slices):")
-    for name, t in trained.items():
-        _summary(name, t["result"], a.layers, log)
-    first = trained[a.masks[0]]
+    trained = {} if a.skip_quality else {name: _train_mask(name, a, out, log) for name in a.masks}
     heldout = None
-    if MASKS[a.masks[0]][0] == "poisson":
-        log("brain-real-8coil (Poisson disc, no reference): held-out k-space, models of the Poisson mask:")
-        lam = first["result"]["sets"]["test@0.05"]["lam"]
-        heldout = heldout_real(first["net"], {"end-to-end (plateau)": first["models"]["end-to-end (plateau)"]},
-                               lam, seeds=tuple(range(a.heldout_seeds)), log=log)
-    mem = _memory(a, log)
-    psnr_vs_layer(out / "psnr_vs_layer.png", {n: t["result"]["sets"] for n, t in trained.items()})
-    memory_vs_depth(out / "memory_vs_depth.png", mem["rows"], patterns=16)
-    scores = {k: v["mean"] for k, v in first["result"]["sets"]["test@0.05"]["vs_fista"].items()}
-    reconstructions(out / "reconstructions.png", first["images"], scores, depth=a.layers)
+    if trained:
+        log("summary (paired 95% intervals over slices):")
+        for name, t in trained.items():
+            _summary(name, t["result"], a.layers, log)
+        first = trained[a.masks[0]]
+        if MASKS[a.masks[0]][0] == "poisson":
+            log("brain-real-8coil (Poisson disc, no reference): held-out k-space, models of the Poisson mask:")
+            lam = first["result"]["sets"]["test@0.05"]["lam"]
+            heldout = heldout_real(first["net"], {"end-to-end (plateau)": first["models"]["end-to-end (plateau)"]},
+                                   lam, seeds=tuple(range(a.heldout_seeds)), log=log)
+        psnr_vs_layer(out / "psnr_vs_layer.png", {n: t["result"]["sets"] for n, t in trained.items()})
+        scores = {k: v["mean"] for k, v in first["result"]["sets"]["test@0.05"]["vs_fista"].items()}
+        reconstructions(out / "reconstructions.png", first["images"], scores, depth=a.layers)
+    mem = None
+    if not a.skip_memory:
+        mem = _memory(a, log)
+        memory_vs_depth(out / "memory_vs_depth.png", mem["rows"], patterns=16)
     res = dict(args={k: v for k, v in vars(a).items()}, masks={n: t["result"] for n, t in trained.items()},
                heldout_real=heldout, memory=mem, wall_seconds=time.perf_counter() - t_start)
     write_json(out / "results.json", _finite(json.loads(json.dumps(res, default=str))))
-    s = first["result"]["sets"]["test@0.05"]
+    log(f"wrote {out} ({time.perf_counter() - t_start:.0f} s)")
+    if not trained or mem is None:
+        return
+    s = trained[a.masks[0]]["result"]["sets"]["test@0.05"]
     final = f"layer-wise L{a.layers}"
     gap = s["vs_layerwise"]["end-to-end (plateau)"]["diff"]
     f = s["vs_fista"][final]
-    log(f"wrote {out} ({time.perf_counter() - t_start:.0f} s)")
     print(f"RESULT psnr_gap_e2e_db={gap:.3f} psnr_gain_vs_fista_db={f['diff']:.3f} "
           f"psnr_gain_vs_fista_ci_low_db={f['ci_low']:.3f} memory_ratio_5layers={mem['ratio_5layers']:.3f}")
 
