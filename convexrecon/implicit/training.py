@@ -3,9 +3,11 @@
 - :func:`recon_loss_fn`: ``loss_fn(model, batch)`` for any ``forward(y, A)`` model on
   a :class:`convexrecon.data.Batch`: the mean normalised squared error, plus the
   model's ``extra_loss()`` (Jacobian regularisation of a DEQ). With a
-  :class:`WarmStartCache`, a DEQ starts each sample from its last fixed point.
-  The DEQ's forward iterations, residual, ``rho`` and divergences are reported
-  as extra metrics.
+  :class:`WarmStartCache`, a DEQ starts each sample from its last fixed point, moved
+  into the frame (low-resolution phase and norm) of the sample's new data (see
+  :mod:`convexrecon.implicit.warmstart`). The DEQ's forward
+  iterations, residual, ``rho``, divergences and warm-start hits are reported as
+  extra metrics.
 - :class:`DEQHooks`: the hooks of :func:`fit` for a DEQ. A batch whose forward
   diverged (blown-up or NaN residual, or measured ``rho >= 1``) or whose loss is not
   finite is rejected: no backward and no optimiser step, so the Adam state is
@@ -44,18 +46,19 @@ def _nmse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return err / ref
 
 
-def _forward(model: nn.Module, batch: Any, warm: WarmStartCache | None) -> torch.Tensor:
+def _forward(model: nn.Module, batch: Any, warm: WarmStartCache | None) -> tuple[torch.Tensor, float | None]:
+    """The model's output, and the fraction of warm-started samples (None without a cache)."""
     A = batch.operator()
     y = batch.kspace
     inner = unwrap(model)
     if isinstance(inner, DEQ) and warm is not None:
-        z0, hit = warm.lookup(batch.index, A.adjoint(y))
-        z0 = warm.data_consistent(z0, hit, y, A)
+        aty = A.adjoint(y)
+        z0, hit = warm.lookup(batch.index, aty, reference=aty)
         x = model(y, A, z0=z0)
         keep = ~inner.last_info.diverged.reshape(-1)
-        warm.update(batch.index, x.detach(), keep=keep)
-        return x
-    return model(y, A)
+        warm.update(batch.index, x.detach(), keep=keep, reference=aty)
+        return x, float(hit.to(torch.float64).mean())
+    return model(y, A), None
 
 
 def recon_loss_fn(*, warm: WarmStartCache | None = None) -> Callable[[nn.Module, Any], Any]:
@@ -64,7 +67,7 @@ def recon_loss_fn(*, warm: WarmStartCache | None = None) -> Callable[[nn.Module,
     def loss_fn(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
         if batch.target is None:
             raise InputError("batch: expected training samples with a target image")
-        x = _forward(model, batch, warm)
+        x, warm_hits = _forward(model, batch, warm)
         loss = _nmse(x, batch.target.to(x.dtype)).mean()
         inner = unwrap(model)
         extras: dict[str, float] = {}
@@ -79,6 +82,8 @@ def recon_loss_fn(*, warm: WarmStartCache | None = None) -> Callable[[nn.Module,
             extras["diverged"] = float(info.diverged.to(torch.float64).mean())
             if info.rho is not None:
                 extras["rho"] = float(info.rho.max())
+            if warm_hits is not None:
+                extras["warm_hits"] = warm_hits
         return loss, extras
 
     return loss_fn

@@ -18,7 +18,16 @@ allocator's caches cannot hide or inflate the figure. In that process it
    the bytes autograd saves for backward (unique storages; parameters, i.e. leaf
    tensors that require grad, are not counted since they exist anyway);
 5. reports the peak above the baseline (CPU: ``VmHWM - VmRSS``; GPU:
-   ``max_memory_allocated - memory_allocated``).
+   ``max_memory_allocated - memory_allocated``), and ``extra_bytes``: what the step
+   says it kept for the backward outside autograd (a zero-argument ``step.extra_bytes``
+   callable, e.g. a Broyden solver's ``U, V``), 0 without one.
+
+On the CPU the resident set also holds what glibc keeps of freed blocks, which
+depends on the allocation history (peaks of one step varied 1.5x between fresh
+processes). ``env=`` sets variables of the measuring process, e.g.
+:data:`FIXED_MALLOC` (every block from 128 KiB up mapped on allocation and unmapped
+on free), under which the peak follows the live tensors, as ``max_memory_allocated``
+does on a GPU. :func:`count_saved` counts the saved-for-backward bytes of any call.
 
 Non-autograd work (a convex solver step) reports ``saved_bytes == 0``.
 """
@@ -39,9 +48,12 @@ from typing import Any, Callable, Mapping
 
 from ..errors import InputError
 
-__all__ = ["MemoryReport", "peak_memory", "measure_step"]
+__all__ = ["MemoryReport", "peak_memory", "measure_step", "count_saved", "FIXED_MALLOC"]
 
 _MARK = "CONVEXRECON-MEMORY-REPORT "
+
+#: glibc settings of a measuring process whose resident set follows the live tensors
+FIXED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class MemoryReport:
     saved_bytes: int  # saved for backward during the step
     saved_tensors: int  # number of distinct storages saved for backward
     method: str  # "vmhwm", "ru_maxrss" or "cuda"
+    extra_bytes: int = 0  # held for the backward outside autograd (step.extra_bytes())
 
 
 def _status_kb(field: str) -> int | None:
@@ -104,6 +117,17 @@ class _SavedCounter:
         return tensor
 
 
+def count_saved(fn: Callable[[], Any]) -> tuple[Any, int, int]:
+    """Run ``fn()`` counting what autograd saves for backward: ``(fn's result, bytes,
+    storages)``, unique storages, parameters (leaves that require grad) not counted."""
+    import torch
+
+    counter = _SavedCounter()
+    with torch.autograd.graph.saved_tensors_hooks(counter.pack, counter.unpack):
+        out = fn()
+    return out, int(sum(counter.storages.values())), len(counter.storages)
+
+
 def measure_step(step: Callable[[], Any], *, device: str = "cpu", setup_bytes: int = 0) -> MemoryReport:
     """Measure one call of ``step()`` in this process (:func:`peak_memory` runs it in a fresh one)."""
     import torch
@@ -135,7 +159,9 @@ def measure_step(step: Callable[[], Any], *, device: str = "cpu", setup_bytes: i
                 step()
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
             method = "ru_maxrss"
+    extra = getattr(step, "extra_bytes", None)
     return MemoryReport(
+        extra_bytes=int(extra()) if callable(extra) else 0,
         device=str(dev),
         peak_bytes=max(int(peak), 0),
         baseline_bytes=int(baseline),
@@ -191,13 +217,15 @@ def peak_memory(
     warmup: int = 0,
     threads: int | None = None,
     timeout: float = 600.0,
+    env: Mapping[str, str] | None = None,
 ) -> MemoryReport:
     """Peak memory of one ``step()`` built by ``spec`` (``"pkg.module:factory"``), in a fresh process.
 
     ``factory(device=device, **kwargs)`` must return a zero-argument step function;
     ``kwargs`` must be JSON-serialisable. The child process sees this process's
-    ``sys.path``. Errors in the child are raised here as :class:`InputError` with its
-    last lines of stderr.
+    ``sys.path`` and environment, updated by ``env`` (e.g. :data:`FIXED_MALLOC`).
+    Errors in the child are raised here as :class:`InputError` with its last lines
+    of stderr.
     """
     kwargs = dict(kwargs or {})
     if not isinstance(spec, str) or spec.count(":") != 1:
@@ -216,7 +244,9 @@ def peak_memory(
                               "threads": threads})  # fmt: skip
     except (TypeError, ValueError) as exc:
         raise InputError(f"peak_memory: kwargs must be JSON-serialisable ({exc})") from None
-    env = dict(os.environ)
+    child_env = dict(os.environ)
+    child_env.update({str(k): str(v) for k, v in (env or {}).items()})
+    env = child_env
     paths = [p for p in sys.path if p and os.path.isdir(p)]
     env["PYTHONPATH"] = os.pathsep.join(paths + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     proc = subprocess.run(
