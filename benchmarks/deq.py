@@ -12,12 +12,16 @@ the train / val / test slabs are disjoint):
 2. **Backward cost** on the IFT-trained weights, per batch: time of ``loss.backward()``
    with IFT, SHINE, SHINE-refine and JFB on the same ``z*``; SHINE's fallback rate and
    ``rho``; each gradient's cosine similarity to IFT's; IFT's final residual.
-3. **Warm start**: a third run with warm starts; at every step the same batch is also
-   solved cold with the same weights, and the forward iterations are compared.
+3. **Warm start**: a third run, trained through the warm-start training path; at
+   every step the same batch is also solved cold (and from the point as stored, and,
+   as evidence, one fixed draw per sample warm and cold) with the same weights, and
+   the forward iterations are compared (``_deq_warm.py``).
 4. **Memory**: peak memory of one training step in a fresh process per model
    (:func:`convexrecon.training.peak_memory`: RSS high-water mark above the baseline
    on CPU, and the bytes saved for backward), CG-DC DEQ (Broyden's ``U, V``
-   included in the peak) against MoDL-5 and MoDL-10, same denoiser and batch.
+   allocated and held within the measured step) against MoDL-5 and MoDL-10, same
+   denoiser and batch; glibc set to unmap freed blocks, so the peak follows the live
+   tensors (``_deq_memory.py``; the full run adds glibc's default).
 5. **Quality** on the test slab: PSNR / SSIM of the DEQ, MoDL-5, MoDL-10 and
    L1-wavelet (lambda chosen on the validation slices), with paired 95% intervals.
 6. **Stability**: vanilla DEQ against spectral norm and Jacobian regularisation, same
@@ -298,31 +302,43 @@ def main() -> None:
           f"(SHINE paper: about 13x backward speed-up on CIFAR)")
 
     print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
-    print("\n3. warm start (cold solve of the same batch with the same weights at every step)")
+    print("\n3. warm start (the same batch also solved cold, plain-warm and, with one fixed draw "
+          "per sample, warm and cold; same weights at every step; see _deq_warm.py)")
     t_sec = time.perf_counter()
+    from _deq_warm import fixed_draws, warm_vs_cold
+
     warm_model = deq(solver="anderson", solver_options={"memory": 5}, backward="jfb", monitor_rho=True)
-    run_warm = train(warm_model, data, val, epochs=E, lr=lr, batch_size=B, seed=seed,
-                     warm=True, compare_cold=True, label="warm")
-    last = run_warm["history"][-1]
-    warm_red = 1.0 - last["fwd_iters"] / last["cold_iters"]
+    run_warm = warm_vs_cold(warm_model, data, batches, fixed=fixed_draws(P["size"], P["coils"], seed),
+                            epochs=E, lr=lr, batch_size=B, seed=seed)
+    w = run_warm["history"][-1]
+    last = {"fwd_iters": w["warm"], "cold_iters": w["cold"], "rho_max": w["rho_max"]}
+    warm_red = 1.0 - w["warm"] / w["cold"]
+    print(f"last epoch: fresh draws warm {w['warm']:.2f} (plain reuse {w['plain']:.2f}) vs cold {w['cold']:.2f} "
+          f"iterations (reduction {warm_red:+.3f}, plain {1 - w['plain'] / w['cold']:+.3f}); one fixed draw "
+          f"per sample: warm {w['fixed_warm']:.2f} vs cold {w['fixed_cold']:.2f} "
+          f"({1 - w['fixed_warm'] / w['fixed_cold']:+.3f}); rho max {w['rho_max']:.3f}")
+    d = run_warm["distances"]
+    print(f"relative distance to the new fixed point (last epoch, first batch): A^H y {d['cold']:.3f}, "
+          f"last point as stored {d['plain']:.3f}, moved into the new frame {d['framed']:.3f}")
 
     print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
     t_sec = time.perf_counter()
     print(f"\n4. memory of one training step ({P['mem_size']}^2, batch {B}, same denoiser), fresh "
           "process per model (convexrecon.training.peak_memory)")
-    from convexrecon.training.memory import peak_memory
+    import _deq_memory
 
+    mem_cfg = dict(size=P["mem_size"], coils=P["coils"], batch=B, features=P["features"], depth=P["depth"],
+                   skip=P["skip"], max_iter=P["max_iter"])
+    # the live tensors ("fixed": agree to 0.1 MB between processes); glibc's default heap too
+    # in the full run (see _deq_memory.py, which also runs alone)
+    repeats, allocs = (1, ("fixed",)) if args.quick else (3, ("fixed", "default"))
     mem = {}
-    for kind in ("deq-broyden-shine", "deq-anderson-jfb", "deq-anderson-ift", "modl-5", "modl-10"):
-        mem[kind] = peak_memory("_deq_memory:memory_step", warmup=1, threads=args.threads, kwargs=dict(
-            kind=kind, size=P["mem_size"], coils=P["coils"], batch=B, features=P["features"],
-            depth=P["depth"], skip=P["skip"], max_iter=P["max_iter"]))
-    ref = mem["modl-5"]
-    print(table(["model (CG-DC)", "peak MB", "vs MoDL-5", "saved MB", "vs MoDL-5"],
-                [[k, f"{v.peak_bytes / 2**20:.1f}", f"{v.peak_bytes / ref.peak_bytes:.2f}",
-                  f"{v.saved_bytes / 2**20:.1f}", f"{v.saved_bytes / ref.saved_bytes:.2f}"]
-                 for k, v in mem.items()]))
-    mem_ratio = mem["deq-broyden-shine"].peak_bytes / ref.peak_bytes
+    for alloc in allocs:
+        mem[alloc] = {k: _deq_memory.measure(k, repeats=repeats, allocator=alloc, threads=args.threads,
+                                             **mem_cfg) for k in _deq_memory.KINDS}
+        print(f"allocator {alloc}, median of {repeats} fresh process(es) per model:")
+        print(table(*_deq_memory.table(mem[alloc])))
+    mem_ratio = mem["fixed"]["deq-broyden-shine"]["median_mb"] / mem["fixed"]["modl-5"]["median_mb"]
 
     print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
     print("\n5. quality on the test slab")
