@@ -14,14 +14,25 @@ images with all pattern filters are never held at once (the full-batch step hold
 (proximal SVRG) on it: the same passes, snapshots and exact nuclear-norm prox, with
 the batch gradient of the composed data term. The certificate is the relative
 duality gap of the whole step (the same number as the full-batch program's).
+
+**Several processes** (``torchrun``): each process builds the step on its own share
+of the training images (``images``: their indices among all ``n_total``; gates,
+whitening and beta replicated). Every process draws the same batches of global
+indices; each computes the gradient over the images of the batch it holds and the
+sum is all-reduced (:func:`~convexrecon.collectives.all_reduce_sum`), as are the
+snapshot gradients, ``A^T Y``, the power method and the certificate's sums. The
+iterates are then those of one process holding every image (up to summation order).
+Outside a process group the all-reduces are no-ops.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
 
+from convexrecon.collectives import all_reduce_sum
 from convexrecon.errors import InputError
 from convexrecon.nets.layerwise_program import DCMap, WhitenMap
 from convexrecon.operators.conv import PatternConv
@@ -41,17 +52,34 @@ class BatchedLayerProgram(NuclearFilters):
             evaluated on all images at once).
         dc_of: the DC map of the images ``idx`` (``None``: no data consistency).
         whiten: the whitening matrix, or ``None``.
-        batch_size: images per batch.
+        batch_size: images per batch (of all processes' images together).
         power_iters: iterations of the (batched) power method.
+        images: the indices, among all processes' ``n_total`` images, of the images of
+            ``base`` (``None``: ``base`` holds all of them).
+        n_total: the number of images of all processes (``None``: ``base``'s).
+
+    Collective with ``images`` in a process group: every process must make the same
+    calls.
     """
 
     def __init__(self, base: ConvGatedReLU, *, dc_of: Callable[[torch.Tensor], DCMap] | None,
-                 whiten: torch.Tensor | None, batch_size: int, power_iters: int = 60) -> None:
+                 whiten: torch.Tensor | None, batch_size: int, power_iters: int = 60,
+                 images: torch.Tensor | None = None, n_total: int | None = None) -> None:
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise InputError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
         self.base, self.dc_of = base, dc_of
         self.op, self.Y, self.dtype = base.op, base.Y, base.dtype
-        self.n = int(self.op.oshape[0])
+        self.n_local = int(self.op.oshape[0])
+        self.n = self.n_local if n_total is None else int(n_total)
+        dev = self.Y.device
+        images = torch.arange(self.n_local, device=dev) if images is None else images.to(dev).long()
+        if images.shape != (self.n_local,) or self.n < self.n_local or \
+                (self.n_local and (int(images.min()) < 0 or int(images.max()) >= self.n)) or \
+                images.unique().numel() != self.n_local:
+            raise InputError(f"images: expected {self.n_local} distinct indices in [0, {self.n}), "
+                             f"got {tuple(images.shape)}")
+        self._loc = torch.full((self.n,), -1, dtype=torch.long, device=dev)
+        self._loc[images] = torch.arange(self.n_local, device=dev)
         self.batch_size = min(int(batch_size), self.n)
         self.wmap: WhitenMap | None = None
         self.shape = tuple(self.op.ishape)
@@ -77,7 +105,8 @@ class BatchedLayerProgram(NuclearFilters):
 
     # -- one batch ----------------------------------------------------------------------
     def batches(self) -> tuple[torch.Tensor, ...]:
-        return torch.arange(self.n, device=self.Y.device).split(self.batch_size)
+        """Batches of this process's own images (local indices), for the sums."""
+        return torch.arange(self.n_local, device=self.Y.device).split(self.batch_size)
 
     def _parts(self, idx: torch.Tensor) -> tuple[PatternConv, DCMap | None]:
         masks = self.op.maskf[idx, 0, :, 0] > 0
@@ -92,7 +121,7 @@ class BatchedLayerProgram(NuclearFilters):
         cache = self._warm.get(slot)
         out, sol = dc.solve(x, None if cache is None else cache[idx])
         if cache is None:
-            cache = self._warm[slot] = torch.zeros(self.n, *sol.shape[1:], dtype=sol.dtype,
+            cache = self._warm[slot] = torch.zeros(self.n_local, *sol.shape[1:], dtype=sol.dtype,
                                                    device=sol.device)
         cache[idx] = sol
         return out
@@ -109,9 +138,14 @@ class BatchedLayerProgram(NuclearFilters):
         return pred - self.Y[idx], op, dc
 
     def grad_batch(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The data term's gradient over the images ``idx`` (a sum, unscaled)."""
-        r, op, dc = self.residual(x, idx)
-        return self._back(op, dc, r, idx)
+        """The data term's gradient over the images ``idx`` (global indices; a sum,
+        unscaled; all-reduced over the processes)."""
+        loc = self._loc[idx.to(self._loc.device)]
+        loc = loc[loc >= 0]
+        if loc.numel() == 0:
+            return all_reduce_sum(torch.zeros_like(x))
+        r, op, dc = self.residual(x, loc)
+        return all_reduce_sum(self._back(op, dc, r, loc))
 
     # -- the whole step, batch by batch -------------------------------------------------
     def _sweep(self, x: torch.Tensor) -> tuple[float, float, torch.Tensor]:
@@ -123,7 +157,16 @@ class BatchedLayerProgram(NuclearFilters):
             f += 0.5 * float(r.pow(2).sum())
             c += float((r * self.Y[idx]).sum())
             grad += self._back(op, dc, r, idx)
-        return f, c, grad
+        fc = all_reduce_sum(torch.tensor([f, c], dtype=torch.float64))
+        return float(fc[0]), float(fc[1]), all_reduce_sum(grad)
+
+    def gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """The data term's full gradient (batch by batch, all-reduced once)."""
+        grad = torch.zeros_like(x)
+        for idx in self.batches():
+            r, op, dc = self.residual(x, idx)
+            grad += self._back(op, dc, r, idx)
+        return all_reduce_sum(grad)
 
     def aty(self) -> torch.Tensor:
         """``W^T K^T M Y`` (cached)."""
@@ -132,7 +175,7 @@ class BatchedLayerProgram(NuclearFilters):
             for idx in self.batches():
                 op, dc = self._parts(idx)
                 total += self._back(op, dc, self.Y[idx], idx)
-            self._aty = total
+            self._aty = all_reduce_sum(total)
         return self._aty
 
     def beta_max(self) -> float:
@@ -153,6 +196,7 @@ class BatchedLayerProgram(NuclearFilters):
                     op, _ = self._parts(idx)
                     u = op.adjoint(op.forward(self.filters(x)))
                     z += self.wmap.adjoint(u) if self.wmap is not None else u
+                z = all_reduce_sum(z)
                 new = float(torch.linalg.vector_norm(z))
                 if new == 0.0:
                     break
@@ -194,6 +238,13 @@ class LayerMiniBatch(MiniBatchConv):
         super().__init__(base, batch_size=program.batch_size, epochs=epochs, lr=lr, seed=seed,
                          tol=tol, check_every=check_every)
         self.program = program  # prox, objective and certificate of the composed step
+        # batches of global indices (all processes' images; the same on every process)
+        self.n, self.batch_size = program.n, program.batch_size
+        self.steps_per_epoch = math.ceil(self.n / self.batch_size)
+        self.max_iter = int(epochs) * self.steps_per_epoch
 
     def _grad(self, st: MiniBatchConvState, u: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return self.program.grad_batch(u, idx)
+
+    def _full_grad(self, st: MiniBatchConvState, u: torch.Tensor) -> torch.Tensor:
+        return self.program.gradient(u)

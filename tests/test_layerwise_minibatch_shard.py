@@ -1,0 +1,98 @@
+"""The stochastic (minibatch) layer-wise step with its training images sharded across
+2 gloo processes (all-reduced batch gradients) follows the one-process run: the same
+iterates, objective and certificate within floating-point summation error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from convexrecon.errors import InputError
+from convexrecon.nets.layerwise import ReconData, make_gates
+from convexrecon.nets.layerwise_minibatch import BatchedLayerProgram, LayerMiniBatch
+from convexrecon.nets.layerwise_program import DCMap, data_consistency, whitening_matrix
+from convexrecon.operators.conv import complex_to_channels
+
+N_IMAGES, WORLD, MU, KERNEL, PATTERNS, BATCH, EPOCHS = 4, 2, 0.1, 3, 4, 2, 3
+
+
+def _data(ranks: list[int]) -> ReconData:
+    from convexrecon.data import collate, from_problem
+
+    ds = from_problem("tiny-cartesian", split="train", size=16)
+    return ReconData.from_batch(collate([ds[i] for i in ranks]))
+
+
+def _program(data: ReconData, gates, wmat, *, images=None) -> BatchedLayerProgram:
+    import convexrecon.programs as P
+
+    h = complex_to_channels(data.x0)
+    Y = complex_to_channels(data.target - data_consistency(data.operator, data.x0, data.x0, mu=MU)).to(h.dtype)
+    base = P.ConvGatedReLU(h, Y, kernel_size=KERNEL, n_patterns=PATTERNS, beta=1.0, gates=gates)
+
+    def dc_of(idx):
+        return DCMap(data.operator_of(idx), n=int(idx.numel()), mu=MU)
+
+    return BatchedLayerProgram(base, dc_of=dc_of, whiten=wmat, batch_size=BATCH, images=images,
+                               n_total=N_IMAGES)
+
+
+def _replicated():
+    """Gates and whitening from all images (identical on every process; beta comes
+    from each run's own beta_max, all-reduced in the process group)."""
+    import convexrecon.programs as P
+
+    full = _data(list(range(N_IMAGES)))
+    h = complex_to_channels(full.x0)
+    gates = make_gates(h, PATTERNS, KERNEL, seed=3)
+    xp = P.ConvGatedReLU(h, h[:, :2], kernel_size=KERNEL, n_patterns=PATTERNS, beta=1.0, gates=gates).op.x_padded
+    return full, gates, whitening_matrix(xp, KERNEL)
+
+
+def _solve(prog: BatchedLayerProgram):
+    prog.set_beta(0.05 * prog.beta_max())
+    res = LayerMiniBatch(prog, epochs=EPOCHS, lr=0.5, seed=7).run()
+    return res.x, prog.value(res.x), prog.certificate(res.x)
+
+
+def minibatch_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """torch.multiprocessing.spawn target: the step on images ``rank::world``."""
+    from convexrecon.training import distributed as D
+
+    torch.set_num_threads(1)
+    D.init_process_group(rank=rank, world_size=world, init_method=f"file://{init_file}", backend="gloo")
+    try:
+        _, gates, wmat = _replicated()
+        mine = list(range(rank, N_IMAGES, world))
+        prog = _program(_data(mine), gates, wmat, images=torch.tensor(mine))
+        bmax = prog.beta_max()
+        x, obj, cert = _solve(prog)
+        torch.save(dict(x=x, obj=obj, cert=cert, bmax=bmax), f"{out_dir}/rank{rank}.pt")
+    finally:
+        D.cleanup()
+
+
+@pytest.mark.distributed  # about 40 s on the loaded 2-core machine (two spawned interpreters)
+def test_two_gloo_processes_follow_the_one_process_minibatch_run(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(minibatch_worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    full, gates, wmat = _replicated()
+    one = _program(full, gates, wmat)
+    bmax = one.beta_max()
+    x1, obj1, cert1 = _solve(one)
+    for r in range(WORLD):
+        got = torch.load(tmp_path / f"rank{r}.pt")
+        assert got["bmax"] == pytest.approx(bmax, rel=1e-5)  # the all-reduced A^T Y
+        assert got["obj"] == pytest.approx(obj1, rel=1e-4)
+        assert got["cert"] == pytest.approx(cert1, rel=1e-2, abs=1e-5)
+        assert float((got["x"] - x1).norm()) <= 1e-3 * float(x1.norm())
+
+
+def test_bad_image_indices():
+    full, gates, wmat = _replicated()
+    part = _data([0, 1])
+    with pytest.raises(InputError, match="images"):
+        _program(part, gates, wmat, images=torch.tensor([0, 0]))
+    with pytest.raises(InputError, match="images"):
+        _program(part, gates, wmat, images=torch.tensor([0, 9]))
