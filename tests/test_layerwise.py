@@ -283,3 +283,12 @@ def test_cone_step_maps_are_adjoint(splits):
     for a, b in [((prog.conv(s) * z).sum(), (s * prog.conv_adjoint(z)).sum()),
                  ((prog.predict_from_conv(z) * r).sum(), (z * prog.predict_from_conv_adjoint(r)).sum())]:
         assert float(a) == pytest.approx(float(b), rel=1e-4)
+
+
+def test_shard_metrics_in_one_process_are_the_plain_ones(splits):
+    from convexrecon.nets.layerwise_step import shard_psnr, shard_rms
+
+    train, _ = splits
+    h = complex_to_channels(train.x0)
+    assert shard_rms(h) == pytest.approx(float(h.pow(2).mean().sqrt()), rel=1e-6)
+    assert shard_psnr(train.x0, train.target) == pytest.approx(psnr(train.x0, train.target), abs=1e-6)

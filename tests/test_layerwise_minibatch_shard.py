@@ -96,3 +96,75 @@ def test_bad_image_indices():
         _program(part, gates, wmat, images=torch.tensor([0, 0]))
     with pytest.raises(InputError, match="images"):
         _program(part, gates, wmat, images=torch.tensor([0, 9]))
+
+
+# -- the whole trainer with its training images sharded ------------------------------------
+
+TRAIN_TOL = 1e-4
+
+
+def _config(solver: str):
+    from convexrecon.nets.layerwise import LayerwiseConfig
+
+    return LayerwiseConfig(layers=2, kernel=KERNEL, patterns=PATTERNS, dc_mu=MU, beta=0.05, solver=solver,
+                           batch_size=BATCH, epochs=EPOCHS, max_iter=3000, tol=TRAIN_TOL if solver == "fista" else 0.0,
+                           check_every=10)
+
+
+def _val() -> ReconData:
+    from convexrecon.data import collate, from_problem
+
+    ds = from_problem("tiny-cartesian", split="val", size=16)
+    return ReconData.from_batch(collate([ds[i] for i in range(2)]))
+
+
+def _train(data: ReconData, solver: str, images=None):
+    from convexrecon.nets.layerwise import train_layerwise
+
+    net, reps = train_layerwise(data, _val(), config=_config(solver), images=images,
+                                n_total=None if images is None else N_IMAGES)
+    val = _val()
+    with torch.no_grad():
+        out = net(val.kspace, val.operator)
+    return dict(out=out, obj=[r.objective for r in reps], cert=[r.certificate for r in reps],
+                train_psnr=[r.train_psnr for r in reps], width=net.widths())
+
+
+def train_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """torch.multiprocessing.spawn target: train_layerwise on images ``rank::world``."""
+    from convexrecon.training import distributed as D
+
+    torch.set_num_threads(1)
+    D.init_process_group(rank=rank, world_size=world, init_method=f"file://{init_file}", backend="gloo")
+    try:
+        mine = list(range(rank, N_IMAGES, world))
+        got = {s: _train(_data(mine), s, images=torch.tensor(mine)) for s in ("fista", "minibatch")}
+        torch.save(got, f"{out_dir}/train{rank}.pt")
+    finally:
+        D.cleanup()
+
+
+@pytest.mark.distributed  # about a minute on the loaded 2-core machine
+def test_two_gloo_processes_train_the_one_process_network(tmp_path):
+    """Both solvers: the certified objectives agree within the tolerance (FISTA), the
+    minibatch run follows the one-process iterates, the training PSNR is that of all
+    images."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(train_worker, args=(WORLD, str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD, join=True)
+    full = _data(list(range(N_IMAGES)))
+    for solver in ("fista", "minibatch"):
+        one = _train(full, solver)
+        for r in range(WORLD):
+            got = torch.load(tmp_path / f"train{r}.pt")[solver]
+            assert got["width"] == one["width"]
+            rel = 2 * TRAIN_TOL if solver == "fista" else 1e-4
+            for a, b in zip(got["obj"], one["obj"]):
+                assert a == pytest.approx(b, rel=rel)
+            for a, b in zip(got["train_psnr"], one["train_psnr"]):
+                assert a == pytest.approx(b, abs=0.01)
+            if solver == "fista":
+                assert max(got["cert"]) <= TRAIN_TOL
+            else:
+                diff = float((got["out"] - one["out"]).abs().norm())
+                assert diff <= 1e-3 * float(one["out"].abs().norm())

@@ -48,7 +48,7 @@ import torch
 from convexrecon._checks import check_choice
 from convexrecon.errors import InputError
 from convexrecon.metrics import psnr
-from convexrecon.nets.layerwise_step import SOLVERS, build_step, choose_solver
+from convexrecon.nets.layerwise_step import SOLVERS, build_step, choose_solver, shard_psnr, shard_rms
 from convexrecon.nets.layerwise_program import DC_MAX_ITER, DC_TOL, DCMap, data_consistency
 from convexrecon.operators.base import Operator
 from convexrecon.operators.conv import channels_to_complex, complex_to_channels, pad_input, random_gates
@@ -246,16 +246,17 @@ def layerwise_net_from_spec(*, blocks: list[dict], dc_mu: float | None = None,
 
 
 def make_gates(h: torch.Tensor, n: int, kernel: int, *, kind: str = "gaussian", seed: int = 0,
-               padding: str = "zeros") -> torch.Tensor:
+               padding: str = "zeros", rms: float | None = None) -> torch.Tensor:
     """Gate filters ``(n, C + 1, k, k)`` on features ``h (N, C, H, W)``.
 
     ``"gaussian"``: standard normal filters (bias taps scaled by the RMS of ``h``).
     ``"patches"``: ``k x k`` patches of ``h`` at random positions, centred per
     channel and rescaled to the norm of a Gaussian filter, with the same random bias
     taps; they follow the features' local structure, which balances the patterns.
+    ``rms``: the features' RMS when ``h`` is only a share of them (default: ``h``'s).
     """
     check_choice(kind, GATE_KINDS, "gates")
-    rms = float(h.pow(2).mean().sqrt()) or 1.0
+    rms = (float(h.pow(2).mean().sqrt()) if rms is None else float(rms)) or 1.0
     g = random_gates(n, h.shape[1], kernel, bias=True, bias_scale=rms, seed=seed, dtype=h.dtype,
                      device=h.device)
     if kind == "patches":
@@ -364,17 +365,19 @@ class LayerReport:
     ReLU form; not saved; for checks)."""
 
 
-def _eval_psnr(data: ReconData, x_net: torch.Tensor, dc_mu: float | None) -> float:
+def _eval_psnr(data: ReconData, x_net: torch.Tensor, dc_mu: float | None, *,
+               sharded: bool = False) -> float:
     x = x_net
     if dc_mu is not None:
         x = data_consistency(data.operator, data.x0, x_net, mu=dc_mu)
-    return psnr(x, data.target)
+    return shard_psnr(x, data.target) if sharded else psnr(x, data.target)
 
 
 def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig,
                     blocks: Sequence[torch.nn.Module] = (),
                     on_layer: Callable[[LayerwiseNet, LayerReport], Any] | None = None,
-                    callback: Callable[[Any], Any] | None = None) -> tuple[LayerwiseNet, list[LayerReport]]:
+                    callback: Callable[[Any], Any] | None = None, images: torch.Tensor | None = None,
+                    n_total: int | None = None) -> tuple[LayerwiseNet, list[LayerReport]]:
     """Greedy convex layer-wise training (module docstring).
 
     Args:
@@ -384,6 +387,11 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
         on_layer: called with the network so far and the step's report after every
             layer (checkpointing, tables).
         callback: called with the solver state after every solver iteration.
+        images, n_total: ``train`` is this process's share of ``n_total`` training
+            images, at these indices (e.g. ``rank::world`` under ``torchrun``; every
+            process calls this together with the same ``val`` and options). The gated
+            steps, the gates' scale, the whitening and the training PSNR sum over the
+            processes, so every process trains the network of all the images.
 
     Returns:
         ``(net, reports)`` for the layers trained in this call.
@@ -407,7 +415,11 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
         else:
             dcmap, base_out = None, train.x0
         Y = _channels(train.target - base_out).to(h_tr.dtype)
-    n, hh, ww = len(train), int(Y.shape[-2]), int(Y.shape[-1])
+    sharded = images is not None
+    if sharded and cfg.gates == "patches":
+        raise InputError("gates: 'patches' samples the features of one process; use 'gaussian' "
+                         "when the training images are sharded")
+    n, hh, ww = len(train) if n_total is None else int(n_total), int(Y.shape[-2]), int(Y.shape[-1])
     solver, batch = choose_solver(cfg.solver, form=cfg.form, n=n, h=hh, w=ww, patterns=cfg.patterns,
                                   budget_bytes=cfg.memory_budget, batch_size=cfg.batch_size,
                                   itemsize=h_tr.element_size())
@@ -420,13 +432,14 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
         t0 = time.perf_counter()
         if dcmap is not None:  # each step starts cold: a resumed run repeats it exactly
             dcmap.reset()
-        gates = make_gates(h_tr, cfg.patterns, cfg.kernel, kind=cfg.gates,
-                           seed=cfg.seed * 1009 + i, padding=cfg.padding)
+        gates = make_gates(h_tr, cfg.patterns, cfg.kernel, kind=cfg.gates, seed=cfg.seed * 1009 + i,
+                           padding=cfg.padding, rms=shard_rms(h_tr) if sharded else None)
         step = build_step(h_tr, Y, gates, form=cfg.form, solver=solver, kernel=cfg.kernel,
                           padding=cfg.padding, whiten=cfg.whiten, dc=dcmap,
                           dc_of=dc_of if dc_train else None, batch_size=batch,
                           max_iter=cfg.epochs if solver == "minibatch" else cfg.max_iter,
-                          tol=cfg.tol, check_every=cfg.check_every, lr=cfg.minibatch_lr, seed=cfg.seed)
+                          tol=cfg.tol, check_every=cfg.check_every, lr=cfg.minibatch_lr, seed=cfg.seed,
+                          images=images, n_total=n if sharded else None)
         bmax = step.beta_max()
         fracs = (cfg.beta,) if cfg.beta is not None else tuple(sorted(cfg.beta_fracs, reverse=True))
         best, path, iters = None, [], 0
@@ -445,7 +458,8 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
                 break
         v, frac, blk, obj, cert, U = best
         with torch.no_grad():
-            tr = _eval_psnr(train, train.x0 + _complex(blk(h_tr)).to(train.x0.dtype), cfg.dc_mu)
+            tr = _eval_psnr(train, train.x0 + _complex(blk(h_tr)).to(train.x0.dtype), cfg.dc_mu,
+                            sharded=sharded)
             h_tr, h_va = next_features(blk, h_tr, s_tr), next_features(blk, h_va, s_va)
         blocks.append(blk)
         rep = LayerReport(layer=i + 1, in_channels=int(gates.shape[1]) - 1, width=int(blk.first.shape[0]),

@@ -131,11 +131,18 @@ def patch_gram(x_padded: torch.Tensor, kernel: int) -> tuple[torch.Tensor, int]:
     return gram, rows
 
 
-def whitening_matrix(x_padded: torch.Tensor, kernel: int, *, eps: float = 1e-4) -> torch.Tensor:
+def whitening_matrix(x_padded: torch.Tensor, kernel: int, *, eps: float = 1e-4,
+                     collective: bool = False) -> torch.Tensor:
     """``W = V (Sigma + floor)^-1/2`` of the patch covariance ``V Sigma V^T`` of the
     padded images (``(C k k)`` square); eigenvalues are floored at ``eps`` times the
-    largest, so near-constant directions are not blown up."""
+    largest, so near-constant directions are not blown up. ``collective``: the images
+    are this process's share, and the covariance is summed over the processes."""
     gram, rows = patch_gram(x_padded, kernel)
+    if collective:
+        from convexrecon.collectives import all_reduce_sum
+
+        gram = all_reduce_sum(gram)
+        rows = int(all_reduce_sum(torch.tensor([rows], dtype=torch.float64)))
     evals, vecs = torch.linalg.eigh(gram / max(rows, 1))
     floor = eps * float(evals.max().clamp_min(1e-300))
     return (vecs * evals.clamp_min(floor).rsqrt()).to(x_padded.dtype)

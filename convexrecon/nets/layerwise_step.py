@@ -14,6 +14,13 @@ step's gates, and then solved along the beta path (warm started):
 ``solver="auto"`` (:func:`choose_solver`) takes full-batch FISTA when the step's
 estimated working set (:func:`step_bytes`) fits the memory budget, else the
 minibatch solver with the largest batch that fits.
+
+**Sharded** (``images`` given, e.g. under ``torchrun``): the features and target hold
+this process's share of the training images; the gated step's sums are all-reduced
+(:func:`~convexrecon.solvers.sharded.shard_program` for FISTA, the sharded
+:class:`~convexrecon.nets.layerwise_minibatch.BatchedLayerProgram` for minibatch),
+the whitening covariance too; :func:`shard_rms` and :func:`shard_psnr` give the
+gates' scale and the training PSNR of all images.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from convexrecon.errors import InputError
 from convexrecon.nets.layerwise_program import DCMap, LayerProgram
 
 __all__ = ["SOLVERS", "step_bytes", "choose_solver", "GatedStep", "GatedMiniBatchStep",
-           "ReluStep", "build_step"]
+           "ReluStep", "build_step", "shard_rms", "shard_psnr"]
 
 SOLVERS = ("auto", "fista", "minibatch")
 RELU_INNER = 25
@@ -66,14 +73,42 @@ def choose_solver(solver: str, *, form: str, n: int, h: int, w: int, patterns: i
     return solver, min(n, int(batch_size) if batch_size else fit)
 
 
+def shard_rms(h: torch.Tensor) -> float:
+    """RMS of the features of all processes (this process's ``h`` outside a group)."""
+    from convexrecon.collectives import all_reduce_sum
+
+    t = all_reduce_sum(torch.tensor([float(h.double().pow(2).sum()), h.numel()], dtype=torch.float64))
+    return math.sqrt(float(t[0]) / max(float(t[1]), 1.0))
+
+
+def shard_psnr(x: torch.Tensor, target: torch.Tensor) -> float:
+    """:func:`convexrecon.metrics.psnr` of the images of all processes (magnitudes;
+    MSE over all of them, peak the largest reference magnitude)."""
+    import torch.distributed as dist
+
+    from convexrecon.collectives import all_reduce_sum, is_distributed
+
+    sse = float((x.abs().double() - target.abs().double()).pow(2).sum())
+    err = all_reduce_sum(torch.tensor([sse, target.numel()], dtype=torch.float64))
+    peak = target.abs().max().double().reshape(1).cpu()
+    if is_distributed():
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    mse = float(err[0]) / float(err[1])
+    return math.inf if mse == 0 else 10.0 * math.log10(float(peak) ** 2 / mse)
+
+
 class GatedStep:
-    """The gated step solved by full-batch FISTA (warm started along the path)."""
+    """The gated step solved by full-batch FISTA (warm started along the path);
+    ``sharded``: its data term sums over the processes."""
 
     solver = "fista"
 
     def __init__(self, base: Any, Y: torch.Tensor, *, dc: DCMap | None, whiten: torch.Tensor | None,
-                 max_iter: int, tol: float, check_every: int) -> None:
+                 max_iter: int, tol: float, check_every: int, sharded: bool = False) -> None:
         self.prog = LayerProgram(base, Y, dc=dc, whiten=whiten)
+        if sharded:
+            from convexrecon.solvers.sharded import shard_program
+            self.prog = shard_program(self.prog)
         self.max_iter, self.tol, self.check_every = max_iter, tol, check_every
         self.x: Any = None
 
@@ -115,10 +150,12 @@ class GatedMiniBatchStep(GatedStep):
 
     def __init__(self, base: Any, Y: torch.Tensor, *, dc_of: Callable[[torch.Tensor], DCMap] | None,
                  whiten: torch.Tensor | None, batch_size: int, epochs: int, tol: float,
-                 lr: float = 0.5, seed: int = 0) -> None:
+                 lr: float = 0.5, seed: int = 0, images: torch.Tensor | None = None,
+                 n_total: int | None = None) -> None:
         from convexrecon.nets.layerwise_minibatch import BatchedLayerProgram
 
-        self.prog = BatchedLayerProgram(base, dc_of=dc_of, whiten=whiten, batch_size=batch_size)
+        self.prog = BatchedLayerProgram(base, dc_of=dc_of, whiten=whiten, batch_size=batch_size,
+                                        images=images, n_total=n_total)
         self.epochs, self.tol, self.lr, self.seed = int(epochs), tol, float(lr), int(seed)
         self.x = None
 
@@ -160,9 +197,12 @@ class ReluStep(GatedStep):
 def build_step(h: torch.Tensor, Y: torch.Tensor, gates: torch.Tensor, *, form: str, solver: str,
                kernel: int, padding: str, whiten: bool, dc: DCMap | None,
                dc_of: Callable[[torch.Tensor], DCMap] | None, batch_size: int, max_iter: int,
-               tol: float, check_every: int, lr: float = 0.5, seed: int = 0) -> GatedStep:
+               tol: float, check_every: int, lr: float = 0.5, seed: int = 0,
+               images: torch.Tensor | None = None, n_total: int | None = None) -> GatedStep:
     """The step of ``form`` (``"gated"``/``"relu"``) with ``solver`` (``"fista"`` or
-    ``"minibatch"``, as :func:`choose_solver` gave) on features ``h`` and target ``Y``."""
+    ``"minibatch"``, as :func:`choose_solver` gave) on features ``h`` and target ``Y``
+    (``images``: the indices of this process's images among all ``n_total``; gated
+    form only)."""
     import convexrecon.programs as P
     from convexrecon.nets.layerwise_program import whitening_matrix
 
@@ -172,10 +212,16 @@ def build_step(h: torch.Tensor, Y: torch.Tensor, gates: torch.Tensor, *, form: s
         base = P.ConvTwoLayerReLUCone(h, Y, **opts)
     else:
         base = P.ConvGatedReLU(h, Y, **opts)
-    wmat = whitening_matrix(base.op.x_padded, kernel) if whiten else None
+    sharded = images is not None
+    if sharded and form == "relu":
+        raise InputError("form: the relu step runs in one process only; use form 'gated' to "
+                         "shard the training images")
+    wmat = whitening_matrix(base.op.x_padded, kernel, collective=sharded) if whiten else None
     if form == "relu":
         return ReluStep(base, dc=dc, whiten=wmat, max_iter=max_iter, tol=tol)
     if solver == "minibatch":
         return GatedMiniBatchStep(base, Y, dc_of=dc_of, whiten=wmat, batch_size=batch_size,
-                                  epochs=max_iter, tol=tol, lr=lr, seed=seed)
-    return GatedStep(base, Y, dc=dc, whiten=wmat, max_iter=max_iter, tol=tol, check_every=check_every)
+                                  epochs=max_iter, tol=tol, lr=lr, seed=seed, images=images,
+                                  n_total=n_total)
+    return GatedStep(base, Y, dc=dc, whiten=wmat, max_iter=max_iter, tol=tol, check_every=check_every,
+                     sharded=sharded)
