@@ -62,6 +62,7 @@ def train_to_plateau(net_spec: dict[str, Any], data_spec: Any, *, n_train: int, 
 
     spec = e2e_model_spec(net_spec, seed=opts.seed)
     model = build_model(spec)
+    (Path(out) / "checkpoint.pt").unlink(missing_ok=True)  # the twin always starts over
     tr, va = _dataset(data_spec, "train"), _dataset(data_spec, "val")
     train = SubsetDataset(tr, _indices(len(tr), n_train, "train", False))
     val = SubsetDataset(va, _indices(len(va), n_val, "val", False))

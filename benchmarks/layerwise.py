@@ -66,6 +66,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--memory-repeats", type=int, default=3)
     p.add_argument("--skip-memory", action="store_true", help="quality only (no RESULT line)")
     p.add_argument("--skip-quality", action="store_true", help="memory only (no RESULT line)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the layer-wise runs already in --out (the end-to-end twin starts over)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -99,7 +101,7 @@ def _train_mask(name: str, a, out: Path, log) -> dict:
     log(f"[{name}] layer-wise: {a.layers} layers, P={a.patterns}, {a.size}x{a.size}, "
         f"{a.n_train} train / {a.n_val} val slices")
     run = run_layerwise(config=cfg, data=spec, sizes=Sizes(n_train=a.n_train, n_val=a.n_val),
-                        out_dir=out / name.replace(":", "_") / "layerwise", resume=False,
+                        out_dir=out / name.replace(":", "_") / "layerwise", resume=a.resume,
                         fista_reference=False,
                         on_layer=lambda r: log(f"    layer {r['layer']}: in {r['in_channels']}, width "
                                                f"{r['width']}, beta/max {r['beta_frac']}, cert "
