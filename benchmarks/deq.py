@@ -5,13 +5,16 @@ Cartesian Poisson disc 4x, 5% noise, a fresh mask per training sample and epoch;
 the train / val / test slabs are disjoint):
 
 1. **Training, IFT against SHINE.** The same DEQ (CG data-consistency map, residual
-   CNN with identity weight ``--skip``, Broyden forward) from the same initialisation and seed, trained with the IFT
-   backward (cap 200 iterations) and with SHINE. Wall-clock excludes validation.
+   CNN with identity weight ``--skip``, Broyden forward) from the same initialisation
+   and seed, trained with the IFT backward (cap 200 iterations, the forward's relative
+   tolerance 1e-3) and with SHINE. Wall-clock excludes validation.
    ``shine_train_time_vs_ift``: SHINE's time to reach IFT's best validation PSNR
    within 0.2 dB, over IFT's time to reach that best (``inf`` if never).
 2. **Backward cost** on the IFT-trained weights, per batch: time of ``loss.backward()``
-   with IFT, SHINE, SHINE-refine and JFB on the same ``z*``; SHINE's fallback rate and
-   ``rho``; each gradient's cosine similarity to IFT's; IFT's final residual.
+   with IFT, SHINE, SHINE-OPA, SHINE-refine and JFB; the forward's time beside it
+   (SHINE-OPA's outer-problem-aware updates cost forward time); the SHINE modes'
+   fallback rates and ``rho``; each gradient's cosine similarity to IFT's; IFT's final
+   residual.
 3. **Warm start**: a third run, trained through the warm-start training path; at
    every step the same batch is also solved cold (and from the point as stored, and,
    as evidence, one fixed draw per sample warm and cold) with the same weights, and
@@ -51,6 +54,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _deq_backward import BACKWARD_MODES, backward_cost  # noqa: E402
 from _deq_memory import nmse, saved_bytes  # noqa: E402
 from _timing import configure, table  # noqa: E402
 
@@ -203,42 +207,6 @@ def time_to(hist: list[dict], target: float) -> float:
     return float("inf")
 
 
-# -- backward cost ----------------------------------------------------------------
-def backward_cost(model: DEQ, split, batch_size: int, n_batches: int) -> dict[str, Any]:
-    modes = ("ift", "shine", "shine-refine", "jfb")
-    times = {m: [] for m in modes}
-    cos = {m: [] for m in modes}
-    fallback, rho, ift_res = [], [], []
-    saved = (model.solver, model.backward, model.backward_max_iter)
-    model.solver, model.backward_max_iter = "broyden", 200
-    for k, batch in enumerate(batches(split, batch_size)):
-        if k >= n_batches:
-            break
-        A, y = batch.operator(), batch.kspace
-        grads = {}
-        for m in modes:
-            model.backward = m
-            model.zero_grad(set_to_none=True)
-            loss = nmse(model(y, A), batch.target)
-            t0 = time.perf_counter()
-            loss.backward()
-            times[m].append(time.perf_counter() - t0)
-            grads[m] = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
-            b = model.last_info.backward
-            if m == "ift":
-                ift_res.append(float(b.stats.best_rel_residual.max()))
-            if m == "shine":
-                fallback.append(b.fallback_rate)
-                rho.append(float(b.rho.max()))
-        for m in modes:
-            g, r = grads[m], grads["ift"]
-            cos[m].append(float(g @ r / (g.norm() * r.norm())))
-    model.solver, model.backward, model.backward_max_iter = saved
-    med = {m: statistics.median(v) for m, v in times.items()}
-    return {"time": med, "cos": {m: statistics.mean(v) for m, v in cos.items()},
-            "fallback": statistics.mean(fallback), "rho": max(rho), "ift_residual": max(ift_res)}
-
-
 # -- main -------------------------------------------------------------------------
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -246,24 +214,37 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("out/deq"), help="figures folder")
     ap.add_argument("--skip", type=float, default=0.8, help="the denoiser's identity weight")
-    ap.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (every model)")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate of every model (default: the configuration's)")
+    ap.add_argument("--skip-warm-memory", action="store_true",
+                    help="skip sections 3 (warm start) and 4 (memory); their RESULT fields print nan")
+    ap.add_argument("--radial-only", action="store_true",
+                    help="run only sections 7 (radial) and 8 (stack-of-stars), as in the full run")
+    ap.add_argument("--epochs", type=int, default=None,
+                    help="training epochs of sections 1, 3, 5 and 7 (default: the configuration's)")
     args = ap.parse_args()
     print(configure(args.threads))
     if args.quick:
-        P = dict(size=32, coils=4, n_train=16, n_val=4, n_test=8, epochs=10, batch=4, features=16,
-                 depth=4, max_iter=30, seeds=1, stab_epochs=2, l1_iters=50, backward_batches=2,
-                 mem_size=128, sos_partitions=8)
+        P = dict(size=32, coils=4, n_train=12, n_val=4, n_test=6, epochs=5, lr=3e-3, batch=4,
+                 features=16, depth=4, max_iter=30, seeds=1, stab_epochs=1, l1_iters=30,
+                 backward_batches=1, mem_size=128, sos_partitions=6)
     else:
-        P = dict(size=64, coils=8, n_train=64, n_val=8, n_test=25, epochs=10, batch=4, features=32,
-                 depth=5, max_iter=40, seeds=3, stab_epochs=5, l1_iters=100, backward_batches=4,
-                 mem_size=256, sos_partitions=16)
+        # chosen on the validation slices (docs/BENCHMARKS.md): 4 epochs at lr 3e-3 take
+        # every learned model past L1-wavelet on validation within the CPU budget
+        P = dict(size=64, coils=8, n_train=64, n_val=8, n_test=25, epochs=4, lr=3e-3, batch=4,
+                 features=32, depth=5, max_iter=30, seeds=3, stab_epochs=1, l1_iters=100,
+                 backward_batches=4, mem_size=256, sos_partitions=16)
+    if args.lr is not None:
+        P["lr"] = args.lr
+    if args.epochs is not None:
+        P["epochs"] = args.epochs
     # the denoiser's identity weight: R(x) = skip * x + N(x). With skip = 1 a fresh map
     # has rho ~ 0.985 (Broyden's B is then useless and SHINE always falls back); 0.8
     # starts near rho ~ 0.8, the regime where a fixed SHINE threshold of 1.8 fails.
     P["skip"] = args.skip
     print("config:", P)
     args.out.mkdir(parents=True, exist_ok=True)
-    seed, lr = 0, args.lr
+    seed, lr = 0, P["lr"]
     data, val, test = datasets(P["size"], P["coils"], P["n_train"], P["n_val"], P["n_test"], seed)
     den = {"features": P["features"], "depth": P["depth"], "skip": P["skip"]}
 
@@ -271,7 +252,7 @@ def main() -> None:
         torch.manual_seed(seed)
         opts = dict(denoiser="cnn", denoiser_options=den, dc="cg", cg_iter=10, solver="broyden",
                     backward="ift", max_iter=P["max_iter"], tol=1e-3, backward_max_iter=200,
-                    backward_tol=1e-4, solver_options={"memory": P["max_iter"]})
+                    backward_tol=1e-3, solver_options={"memory": P["max_iter"]})
         opts.update(kw)
         return build_deq(**opts)
 
@@ -281,6 +262,10 @@ def main() -> None:
 
     t_start = time.perf_counter()
     E, B = P["epochs"], P["batch"]
+    if args.radial_only:
+        radial_sections(P, deq, modl, E=E, B=B, lr=lr, seed=seed)
+        print(f"\ntotal {time.perf_counter() - t_start:.0f} s (sections 7 and 8 only, no RESULT line)")
+        return
     print("\n1. training: IFT vs SHINE (Broyden forward, same init)")
     ift = deq()
     run_ift = train(ift, data, val, epochs=E, lr=lr, batch_size=B, seed=seed, label="ift")
@@ -294,14 +279,24 @@ def main() -> None:
     print(f"  (section {time.perf_counter() - t_start:.0f} s)")
     print("\n2. backward cost on the IFT-trained weights")
     t_sec = time.perf_counter()
-    bc = backward_cost(ift, val, B, P["backward_batches"])
-    rows = [[m, f"{bc['time'][m] * 1e3:.1f}", f"{bc['time']['ift'] / bc['time'][m]:.2f}", f"{bc['cos'][m]:.3f}"]
-            for m in ("ift", "shine", "shine-refine", "jfb")]
-    print(table(["backward", "ms/batch", "IFT/this", "cos vs IFT"], rows))
-    print(f"SHINE fallback rate {bc['fallback']:.2f}, rho {bc['rho']:.3f}, IFT residual {bc['ift_residual']:.1e} "
-          f"(SHINE paper: about 13x backward speed-up on CIFAR)")
+    bc = backward_cost(ift, batches(val, B), P["backward_batches"])
+    rows = [[m, f"{bc['time'][m] * 1e3:.1f}", f"{bc['time']['ift'] / bc['time'][m]:.2f}",
+             f"{bc['forward'][m] * 1e3:.1f}", f"{bc['cos'][m]:.3f}",
+             f"{bc['fallback'][m]:.2f}" if m in bc["fallback"] else "-"] for m in BACKWARD_MODES]
+    print(table(["backward", "ms/batch", "IFT/this", "forward ms", "cos vs IFT", "fallback"], rows))
+    print(f"rho {bc['rho']:.3f}, IFT residual {bc['ift_residual']:.1e} "
+          f"(SHINE paper: about 13x backward speed-up on CIFAR); shine-opa's extra cost is in its "
+          f"forward (one map evaluation and VJP per Broyden iteration)")
 
     print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
+    if args.skip_warm_memory:  # sections 3 and 4 are measured by their own runs
+        nan = float("nan")
+        warm_model, last, warm_red, mem_ratio = None, {"fwd_iters": nan, "cold_iters": nan}, nan, nan
+        sections_5_to_8(dict(P=P, args=args, data=data, val=val, test=test, B=B, E=E, lr=lr, seed=seed,
+            deq=deq, modl=modl, ift=ift, shine_model=shine_model, warm_model=warm_model, bc=bc,
+            train_ratio=train_ratio, t_ift=t_ift, t_shine=t_shine, best=best, t_start=t_start,
+            last=last, warm_red=warm_red, mem_ratio=mem_ratio))
+        return
     print("\n3. warm start (the same batch also solved cold, plain-warm and, with one fixed draw "
           "per sample, warm and cold; same weights at every step; see _deq_warm.py)")
     t_sec = time.perf_counter()
@@ -341,6 +336,21 @@ def main() -> None:
     mem_ratio = mem["fixed"]["deq-broyden-shine"]["median_mb"] / mem["fixed"]["modl-5"]["median_mb"]
 
     print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
+    sections_5_to_8(dict(P=P, args=args, data=data, val=val, test=test, B=B, E=E, lr=lr, seed=seed,
+        deq=deq, modl=modl, ift=ift, shine_model=shine_model, warm_model=warm_model, bc=bc,
+        train_ratio=train_ratio, t_ift=t_ift, t_shine=t_shine, best=best, t_start=t_start,
+        last=last, warm_red=warm_red, mem_ratio=mem_ratio))
+
+
+def sections_5_to_8(c: dict[str, Any]) -> None:
+    """Quality (5), stability (6), radial (7), stack-of-stars (8) and the RESULT line;
+    ``c`` holds main's configuration, data, model factories and earlier results
+    (``warm_model`` None and NaN warm-start / memory figures with ``--skip-warm-memory``)."""
+    (P, args, data, val, test, B, E, lr, seed, deq, modl, ift, shine_model, warm_model, bc, train_ratio,
+     t_ift, t_shine, best, t_start, last, warm_red, mem_ratio) = (c[k] for k in (
+        "P", "args", "data", "val", "test", "B", "E", "lr", "seed", "deq", "modl", "ift", "shine_model",
+        "warm_model", "bc", "train_ratio", "t_ift", "t_shine", "best", "t_start", "last", "warm_red",
+        "mem_ratio"))
     print("\n5. quality on the test slab")
     t_sec = time.perf_counter()
     m5 = modl(5)
@@ -350,10 +360,11 @@ def main() -> None:
     lams = (0.003, 0.01, 0.03)
     val_l1 = {lam: l1_wavelet_quality(val, lam, P["l1_iters"])["psnr_mean"] for lam in lams}
     lam = max(val_l1, key=val_l1.get)
-    q = {"deq (ift)": evaluate(ift, test, B), "deq (shine)": evaluate(shine_model, test, B),
-         "deq (jfb, warm-start training)": evaluate(warm_model, test, B),
-         "modl-5": evaluate(m5, test, B), "modl-10": evaluate(m10, test, B),
-         f"l1-wavelet (lam {lam})": l1_wavelet_quality(test, lam, P["l1_iters"])}
+    q = {"deq (ift)": evaluate(ift, test, B), "deq (shine)": evaluate(shine_model, test, B)}
+    if warm_model is not None:
+        q["deq (jfb, warm-start training)"] = evaluate(warm_model, test, B)
+    q.update({"modl-5": evaluate(m5, test, B), "modl-10": evaluate(m10, test, B),
+              f"l1-wavelet (lam {lam})": l1_wavelet_quality(test, lam, P["l1_iters"])})
     print(f"  (quality section so far {time.perf_counter() - t_sec:.0f} s)")
     d5 = paired_ci(q["deq (ift)"]["psnr"], q["modl-5"]["psnr"])
     dl1 = paired_ci(q["deq (ift)"]["psnr"], q[f"l1-wavelet (lam {lam})"]["psnr"])
@@ -381,6 +392,22 @@ def main() -> None:
     print("\ntest-slab quality of every model (PSNR / SSIM of magnitudes)")
     print(table(["method", "PSNR dB", "SSIM"], [[k, f"{v['psnr_mean']:.2f}", f"{v['ssim_mean']:.4f}"] for k, v in q.items()]))
 
+    radial_sections(P, deq, modl, E=E, B=B, lr=lr, seed=seed)
+
+    total = time.perf_counter() - t_start
+    print(f"\ntotal {total:.0f} s")
+    print(f"IFT train time to best {t_ift:.1f} s (best val PSNR {best:.2f} dB); SHINE to within 0.2 dB: {t_shine:.1f} s")
+    print(f"warm start: {last['fwd_iters']:.1f} vs cold {last['cold_iters']:.1f} iterations in the last epoch "
+          f"(rho max {last.get('rho_max', float('nan')):.3f})")
+    print(f"RESULT shine_vs_ift_backward={bc['time']['shine'] / bc['time']['ift']:.3f} "
+          f"shine_cosine={bc['cos']['shine']:.3f} shine_train_time_vs_ift={train_ratio:.3f} "
+          f"memory_vs_modl5={mem_ratio:.3f} warmstart_iter_reduction={warm_red:.3f} "
+          f"psnr_deq_minus_modl5_ci_low_db={d5[1]:.3f} psnr_deq_minus_l1_ci_low_db={dl1[1]:.3f}")
+
+
+def radial_sections(P: dict, deq, modl, *, E: int, B: int, lr: float, seed: int) -> None:
+    """Sections 7 (radial generalisation) and 8 (stack-of-stars); ``deq`` and ``modl``
+    build freshly seeded models, so ``--radial-only`` reproduces the full run's figures."""
     print("\n7. radial generalisation: train on every-n-th spokes, test on equiangular spokes")
     t_sec = time.perf_counter()
     rdata, rval, rtest = datasets(P["size"], P["coils"], P["n_train"], P["n_val"], P["n_test"], seed,
@@ -388,7 +415,7 @@ def main() -> None:
     deq_r, m5_r = deq(), modl(5)
     train(deq_r, rdata, rval, epochs=E, lr=lr, batch_size=B, seed=seed, label="radial deq")
     train(m5_r, rdata, rval, epochs=E, lr=lr, batch_size=B, seed=seed, label="radial modl-5")
-    rlams = (0.001, 0.003, 0.01)
+    rlams = (0.0003, 0.001, 0.003, 0.01)
     rval_l1 = {lam_: l1_wavelet_quality(rval, lam_, P["l1_iters"])["psnr_mean"] for lam_ in rlams}
     rlam = max(rval_l1, key=rval_l1.get)
     rq = {"deq (ift)": evaluate(deq_r, rtest, B), "modl-5": evaluate(m5_r, rtest, B),
@@ -401,16 +428,6 @@ def main() -> None:
           f"[{rl1[1]:+.2f}, {rl1[2]:+.2f}] (paired 95%, n={len(rq['modl-5']['psnr'])})  "
           f"(section {time.perf_counter() - t_sec:.0f} s)")
     stack_of_stars(deq_r, m5_r, rtest[0], rlam, P, seed)
-
-    total = time.perf_counter() - t_start
-    print(f"\ntotal {total:.0f} s")
-    print(f"IFT train time to best {t_ift:.1f} s (best val PSNR {best:.2f} dB); SHINE to within 0.2 dB: {t_shine:.1f} s")
-    print(f"warm start: {last['fwd_iters']:.1f} vs cold {last['cold_iters']:.1f} iterations in the last epoch "
-          f"(rho max {last.get('rho_max', float('nan')):.3f})")
-    print(f"RESULT shine_vs_ift_backward={bc['time']['shine'] / bc['time']['ift']:.3f} "
-          f"shine_cosine={bc['cos']['shine']:.3f} shine_train_time_vs_ift={train_ratio:.3f} "
-          f"memory_vs_modl5={mem_ratio:.3f} warmstart_iter_reduction={warm_red:.3f} "
-          f"psnr_deq_minus_modl5_ci_low_db={d5[1]:.3f} psnr_deq_minus_l1_ci_low_db={dl1[1]:.3f}")
 
 
 def stack_of_stars(deq_r, m5_r, test_ds, lam: float, P: dict, seed: int) -> None:
