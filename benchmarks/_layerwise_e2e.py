@@ -30,6 +30,7 @@ class E2EOptions:
     min_delta_db: float = 0.02
     max_epochs: int = 300
     time_cap: float = 12.0  # stop at this many times the layer-wise time, plateau or not
+    max_seconds: float = float("inf")  # and at this many seconds
     seed: int = 0
 
 
@@ -92,6 +93,9 @@ def train_to_plateau(net_spec: dict[str, Any], data_spec: Any, *, n_train: int, 
             break
         if seconds > opts.time_cap * layerwise_seconds:
             reason = f"time cap ({opts.time_cap:g}x the layer-wise time), before a plateau"
+            break
+        if seconds > opts.max_seconds:
+            reason = f"time limit ({opts.max_seconds:g} s), before a plateau"
             break
     log(f"    e2e stopped after {len(curve)} epochs, {seconds:.1f} s: {reason}; best validation "
         f"{best:.2f} dB at epoch {plateau_epoch}; equal time = epoch {equal_epoch}")

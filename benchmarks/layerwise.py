@@ -62,6 +62,11 @@ def _args() -> argparse.Namespace:
     p.add_argument("--e2e-time-cap", type=float, default=2.5,
                    help="stop end-to-end training at this many times the layer-wise time")
     p.add_argument("--e2e-halve-every", type=int, default=30)
+    p.add_argument("--e2e-max-seconds", type=float, default=float("inf"),
+                   help="also stop end-to-end training after this many seconds")
+    p.add_argument("--memory-configs", nargs="+", default=None, metavar="DEPTH:P:REPEATS",
+                   help="memory configurations (must include 5:16:R, the RESULT's)")
+    p.add_argument("--batch-candidates", nargs="+", type=int, default=None)
     p.add_argument("--heldout-seeds", type=int, default=3)
     p.add_argument("--memory-repeats", type=int, default=3)
     p.add_argument("--skip-memory", action="store_true", help="quality only (no RESULT line)")
@@ -73,8 +78,11 @@ def _args() -> argparse.Namespace:
     a = p.parse_args()
     a.sets = (("test", 0.05), ("test", 0.01), ("dipy-b0", 0.05), ("dipy-t1-coronal", 0.05))
     r = a.memory_repeats
-    a.memory_configs = [(5, 16, r), (1, 16, 2), (3, 16, 2), (8, 16, 2), (5, 8, 2), (5, 32, 2)]
-    a.batch_candidates = (16, 24, 32, 48, 64)
+    if a.memory_configs is not None:
+        a.memory_configs = [tuple(int(v) for v in c.split(":")) for c in a.memory_configs]
+    a.memory_configs = a.memory_configs or [(5, 16, r), (1, 16, 2), (3, 16, 2), (8, 16, 2), (5, 8, 2),
+                                            (5, 32, 2)]
+    a.batch_candidates = tuple(a.batch_candidates or (16, 24, 32, 48, 64))
     if a.quick:
         a.size, a.layers, a.patterns, a.n_train, a.n_val = 32, 3, 6, 12, 4
         a.masks = ["poisson"]
@@ -108,7 +116,7 @@ def _train_mask(name: str, a, out: Path, log) -> dict:
                                                f"{r['certificate']:.1e}, val {r['val_psnr']:.2f}, test "
                                                f"{r['test_psnr']:.2f} dB ({r['seconds']:.1f} s)"))
     log(f"    layer-wise training {run.seconds:.1f} s; widths {run.net.widths()}")
-    opts = E2EOptions(lr=a.e2e_lr, patience=a.e2e_patience, max_epochs=a.e2e_max_epochs, time_cap=a.e2e_time_cap,
+    opts = E2EOptions(lr=a.e2e_lr, max_seconds=a.e2e_max_seconds, patience=a.e2e_patience, max_epochs=a.e2e_max_epochs, time_cap=a.e2e_time_cap,
                       halve_every=a.e2e_halve_every)
     log(f"[{name}] end-to-end twin (Adam lr {opts.lr}, halved every {opts.halve_every} epochs, batch "
         f"{opts.batch_size}, patience {opts.patience}):")
