@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import statistics
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,9 +39,13 @@ LAYERWISE_EPILOG = "\n\n".join([
     "k-space by default. Without a GPU the 'cpu' preset is used (and said).",
     "--out holds checkpoint.pt after every layer, metrics.json and the figures; "
     "--resume continues after the last finished layer.",
+    "Under torchrun every process keeps its share of the training slices and the gated "
+    "steps sum over the processes (all-reduce); the main process evaluates and writes.",
     "[bold]Examples[/bold]",
     "  convexrecon train-layerwise --layers 5",
     "  convexrecon train-layerwise --preset tiny --out lw-tiny",
+    "  convexrecon train-layerwise --form relu --out lw-relu",
+    "  torchrun --nproc_per_node 2 -m convexrecon.cli.main train-layerwise --solver minibatch --out lw",
     "  convexrecon evaluate lw/checkpoint.pt",
     "  convexrecon recon file.h5 --method learned --model lw/checkpoint.pt",
 ])
@@ -198,9 +203,15 @@ def train_layerwise_cmd(
                       f"certificate {row['certificate']:.2e}, test PSNR {row['test_psnr']:.2f} dB "
                       f"({row['seconds']:.1f} s)")
 
+    from convexrecon.training import distributed as D
+
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not D.is_distributed()
+    if started:  # under torchrun: the gated steps sum over the processes' training slices
+        D.init_from_env()
+    main = D.is_main_process()
     callback = None
     progress = None
-    if not c.quiet:
+    if not c.quiet and main:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
@@ -218,6 +229,10 @@ def train_layerwise_cmd(
     finally:
         if progress is not None:
             progress.stop()
+        if started:
+            D.cleanup()
+    if not main:
+        return
     console.print(_table(run.reports, run.metrics))
     g = run.metrics["gain_vs"]
     for ref, v in g.items():

@@ -168,3 +168,34 @@ def test_two_gloo_processes_train_the_one_process_network(tmp_path):
             else:
                 diff = float((got["out"] - one["out"]).abs().norm())
                 assert diff <= 1e-3 * float(one["out"].abs().norm())
+
+
+@pytest.mark.distributed  # two torchrun processes of the CLI
+def test_torchrun_cli_trains_the_one_process_network(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from convexrecon.cli.main import app
+    from convexrecon.training import load_model
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists() and shutil.which("torchrun") is None:
+        pytest.skip("torchrun not found")
+    args = ["train-layerwise", "--preset", "tiny", "--problem", "tiny-cartesian", "--solver", "minibatch",
+            "--batch-size", "2", "--passes", "3", "-q"]
+    cmd = [str(torchrun if torchrun.exists() else "torchrun"), "--nproc_per_node", "2", "-m",
+           "convexrecon.cli.main", *args[:-1], "--out", str(tmp_path / "two")]
+    res = subprocess.run(cmd, capture_output=True, text=True, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.count("this process trains on 2 of the 4 training slices") == 2  # sharded
+    assert res.stdout.count("layer-wise training") == 1  # only the main process prints
+    one = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert one.exit_code == 0, one.output
+    a = load_model(tmp_path / "one" / "checkpoint.pt").state_dict()
+    b = load_model(tmp_path / "two" / "checkpoint.pt").state_dict()
+    for k in a:
+        assert torch.allclose(a[k].double(), b[k].double(), atol=1e-4 * float(a[k].abs().max()) + 1e-8), k

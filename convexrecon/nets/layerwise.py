@@ -121,13 +121,12 @@ class ReconData:
         """From a :class:`convexrecon.data.Batch` (``kspace``, ``target``, ``operator()``)."""
         return cls(batch.kspace, batch.operator(), batch.target, batch)
 
-    def operator_of(self, idx: torch.Tensor) -> Operator:
-        """The encoding operator of the samples ``idx`` (needs the data ``batch``)."""
+    def _sub_batch(self, idx: torch.Tensor) -> Any:
         from dataclasses import fields as _fields
 
         if self.batch is None:
             raise InputError("data: expected a split loaded from a data Batch (per-sample "
-                             "operators, for the minibatch solver), got a bare operator")
+                             "operators, for the minibatch solver and sharding), got a bare operator")
         n, pick = len(self), idx.tolist()
         sub = {}
         for f in _fields(self.batch):
@@ -137,7 +136,15 @@ class ReconData:
             elif isinstance(v, list) and len(v) == n:
                 v = [v[i] for i in pick]
             sub[f.name] = v
-        return type(self.batch)(**sub).operator()
+        return type(self.batch)(**sub)
+
+    def operator_of(self, idx: torch.Tensor) -> Operator:
+        """The encoding operator of the samples ``idx`` (needs the data ``batch``)."""
+        return self._sub_batch(idx).operator()
+
+    def subset(self, idx: torch.Tensor) -> "ReconData":
+        """The samples ``idx`` as a split of their own (needs the data ``batch``)."""
+        return ReconData.from_batch(self._sub_batch(idx))
 
 
 class LayerwiseNet(torch.nn.Module):

@@ -11,6 +11,11 @@
 - ``metrics.json``: the per-layer reports, test PSNR / SSIM per layer with paired
   95% intervals against zero-filled, DC-only and L1-wavelet FISTA;
 - ``psnr_per_layer.png`` and ``reconstructions.png``.
+
+Under ``torchrun`` (a process group is running) every process loads the splits,
+keeps its share ``rank::world`` of the training slices and trains the same network
+with the gated steps summed over the processes (``train_layerwise(images=...)``);
+only the main process evaluates and writes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Callable
 
 import torch
 
+from convexrecon.collectives import is_main_process, rank, world_size
 from convexrecon.errors import InputError
 from convexrecon.nets.layerwise import (LayerReport, LayerwiseConfig, LayerwiseNet, ReconData,
                                         layerwise_net_from_spec, train_layerwise)
@@ -147,9 +153,10 @@ def run_layerwise(*, config: LayerwiseConfig, data: DataSpec, sizes: Sizes, out_
     test = load_split(data, "test", n=sizes.n_test, device=device)
     log(f"data: {len(train)} train / {len(val)} val / {len(test)} test slices of "
         f"{tuple(train.x0.shape[-2:])} ({time.perf_counter() - t_load:.1f} s)")
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
     writer = None
-    if tensorboard:
+    if tensorboard and is_main_process():
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(log_dir=str(out / "tensorboard"))
     reports = list(old_reports)
@@ -172,8 +179,16 @@ def run_layerwise(*, config: LayerwiseConfig, data: DataSpec, sizes: Sizes, out_
         if on_layer is not None:
             on_layer(reports[-1])
 
-    net, _ = train_layerwise(train, val, config=config, blocks=blocks, on_layer=save, callback=callback)
+    images, n_total = None, None
+    if world_size() > 1:
+        images = torch.arange(rank(), len(train), world_size())
+        train, n_total = train.subset(images), len(train)
+        log(f"this process trains on {len(train)} of the {n_total} training slices ({world_size()} processes)")
+    net, _ = train_layerwise(train, val, config=config, blocks=blocks, on_layer=save if is_main_process() else None,
+                             callback=callback, images=images, n_total=n_total)
     seconds = time.perf_counter() - t0
+    if not is_main_process():
+        return LayerwiseRun(net=net, reports=reports, metrics={}, seconds=seconds)
     if writer is not None:
         writer.close()
     metrics = evaluate_references(net, val, test, config=config, fista=fista_reference)
