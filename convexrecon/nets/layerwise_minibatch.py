@@ -224,10 +224,11 @@ class LayerMiniBatch(MiniBatchConv):
 
     Args:
         program: the batched step (its ``batch_size`` is the solver's).
-        epochs, lr, seed, tol, check_every: as for :class:`MiniBatchConv`.
+        epochs, lr, seed, tol, check_every: as for :class:`MiniBatchConv` (``lr``
+            0.5: with a few heterogeneous images per batch, 1.0 diverged).
     """
 
-    def __init__(self, program: BatchedLayerProgram, *, epochs: int = 10, lr: float = 1.0,
+    def __init__(self, program: BatchedLayerProgram, *, epochs: int = 10, lr: float = 0.5,
                  seed: int = 0, tol: float = 0.0, check_every: int = 0) -> None:
         if not isinstance(program, BatchedLayerProgram):
             raise InputError(f"program: expected a BatchedLayerProgram, got {type(program).__name__}")

@@ -162,7 +162,7 @@ class GatedMiniBatchStep(GatedStep):
     def _solver(self):
         from convexrecon.nets.layerwise_minibatch import LayerMiniBatch
         return LayerMiniBatch(self.prog, epochs=self.epochs, lr=self.lr, tol=self.tol, seed=self.seed,
-                              check_every=self.prog.n // self.prog.batch_size or 1)
+                              check_every=math.ceil(self.prog.n / self.prog.batch_size))
 
 
 class ReluStep(GatedStep):
