@@ -198,25 +198,37 @@ def test_train_e2e_tiny(trained, tmp_path, arch):
     assert json.loads((out / "metrics.json").read_text())["epochs"]
 
 
-@pytest.mark.parametrize("args,solver", [(["--form", "relu"], "auglag"),
-                                         (["--solver", "minibatch", "--batch-size", "2", "--passes", "2"],
-                                          "minibatch/2")])
-def test_tiny_run_relu_form_and_minibatch_solver(tmp_path, args, solver):
-    out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "1", *args, "--out", str(out)])
-    _ok(result)
-    assert "layer-wise training" in result.stdout
+@pytest.fixture(scope="module")
+def relu_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("relu") / "run"
+    _ok(CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "1", "--form", "relu",
+                                 "--out", str(out)]))
+    return out
+
+
+def _check_run(out: Path, solver: str) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["layers"][0]["solver"] == solver and metrics["layers"][0]["certificate"] >= 0
     net = load_model(out / "checkpoint.pt")
     assert net.depth == 1 and net.widths() == metrics["widths"]
 
 
-def test_bad_like_relu_checkpoint(tmp_path):
-    out = tmp_path / "relu"
-    _ok(CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "1", "--form", "relu",
-                                 "--out", str(out)]))
+def test_tiny_run_relu_form(relu_run):
+    _check_run(relu_run, "auglag")
+    assert not hasattr(load_model(relu_run / "checkpoint.pt").blocks[0], "gates")  # ReLU layers
+
+
+def test_tiny_run_minibatch_solver(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train-layerwise", *TINY_ARGS, "--layers", "1", "--solver", "minibatch",
+                                      "--batch-size", "2", "--passes", "2", "--out", str(out)])
+    _ok(result)
+    assert "layer-wise training" in result.stdout
+    _check_run(out, "minibatch/2")
+
+
+def test_bad_like_relu_checkpoint(relu_run, tmp_path):
     e2e = tmp_path / "e2e"
-    _bad(CliRunner().invoke(app, ["train-e2e", *TINY_ARGS, "--like", str(out / "checkpoint.pt"),
+    _bad(CliRunner().invoke(app, ["train-e2e", *TINY_ARGS, "--like", str(relu_run / "checkpoint.pt"),
                                   "--epochs", "1", "--out", str(e2e)]), "relu")
     assert not e2e.exists()
