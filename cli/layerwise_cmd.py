@@ -93,6 +93,21 @@ def _preset(name: Optional[str], device: Any, console) -> tuple[str, dict[str, A
     return name, dict(PRESETS[name])
 
 
+def _budget_bytes(gb: Optional[float], device: Any) -> float:
+    """``--memory-budget`` in bytes; by default half the free memory of a CUDA device,
+    2 GB elsewhere."""
+    if gb is not None:
+        if not gb > 0:
+            raise InputError(f"--memory-budget: expected a positive number of GB, got {gb!r}")
+        return gb * 1e9
+    if device.type == "cuda":
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(device)
+        return 0.5 * free
+    return 2e9
+
+
 def _beta(value: str) -> Optional[float]:
     if value == "auto":
         return None
@@ -168,7 +183,9 @@ def train_layerwise_cmd(
     batch_size: Optional[int] = typer.Option(None, "--batch-size",
                                              help="Images per minibatch (default: the largest that fits)."),
     passes: int = typer.Option(30, "--passes", help="Passes over the data per beta (minibatch)."),
-    memory_budget: float = typer.Option(2.0, "--memory-budget", help="GB a full-batch step may use (auto)."),
+    memory_budget: Optional[float] = typer.Option(
+        None, "--memory-budget",
+        help="GB a full-batch step may use (auto; default: half the free GPU memory, 2 on the CPU)."),
     out: Path = typer.Option(Path("layerwise-out"), "--out", help="Output folder."),
     preset: Optional[str] = typer.Option(None, "--preset", help="tiny, cpu or paper."),
     common: SimpleNamespace = None,
@@ -191,7 +208,7 @@ def train_layerwise_cmd(
                           dc_mu=None if no_dc else dc_mu, dc_in_step=not dc_after, beta=_beta(beta),
                           beta_fracs=p["beta_fracs"], gates=gates, max_iter=p["max_iter"],
                           solver=solver, batch_size=batch_size, epochs=passes,
-                          memory_budget=memory_budget * 1e9, seed=c.seed)
+                          memory_budget=_budget_bytes(memory_budget, dev), seed=c.seed)
     sizes = Sizes(n_train=p["n_train"], n_val=p["n_val"], n_test=p["n_test"], epochs=p["epochs"])
     console = stdout_console()
     rows: list[dict[str, Any]] = []

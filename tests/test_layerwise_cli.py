@@ -100,6 +100,7 @@ def test_bad_unknown_problem(tmp_path):
 
 @pytest.mark.parametrize("args,word", [(["--form", "relu", "--solver", "minibatch"], "minibatch"),
                                        (["--solver", "sgd"], "--solver"), (["--form", "mlp"], "form"),
+                                       (["--memory-budget", "0"], "--memory-budget"),
                                        (["--beta", "2"], "--beta"), (["--mask", "radial"], "mask")])
 def test_bad_options_default_preset(tmp_path, args, word):
     out = tmp_path / "o"
