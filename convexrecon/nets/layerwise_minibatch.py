@@ -157,7 +157,7 @@ class BatchedLayerProgram(NuclearFilters):
             f += 0.5 * float(r.pow(2).sum())
             c += float((r * self.Y[idx]).sum())
             grad += self._back(op, dc, r, idx)
-        fc = all_reduce_sum(torch.tensor([f, c], dtype=torch.float64))
+        fc = all_reduce_sum(torch.tensor([f, c], dtype=torch.float64, device=x.device))
         return float(fc[0]), float(fc[1]), all_reduce_sum(grad)
 
     def gradient(self, x: torch.Tensor) -> torch.Tensor:

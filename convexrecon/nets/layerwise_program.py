@@ -142,7 +142,7 @@ def whitening_matrix(x_padded: torch.Tensor, kernel: int, *, eps: float = 1e-4,
         from convexrecon.collectives import all_reduce_sum
 
         gram = all_reduce_sum(gram)
-        rows = int(all_reduce_sum(torch.tensor([rows], dtype=torch.float64)))
+        rows = int(all_reduce_sum(torch.tensor([rows], dtype=torch.float64, device=gram.device)))
     evals, vecs = torch.linalg.eigh(gram / max(rows, 1))
     floor = eps * float(evals.max().clamp_min(1e-300))
     return (vecs * evals.clamp_min(floor).rsqrt()).to(x_padded.dtype)

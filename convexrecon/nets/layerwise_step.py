@@ -77,7 +77,9 @@ def shard_rms(h: torch.Tensor) -> float:
     """RMS of the features of all processes (this process's ``h`` outside a group)."""
     from convexrecon.collectives import all_reduce_sum
 
-    t = all_reduce_sum(torch.tensor([float(h.double().pow(2).sum()), h.numel()], dtype=torch.float64))
+    # on the data's device: NCCL reduces CUDA tensors only
+    t = all_reduce_sum(torch.tensor([float(h.double().pow(2).sum()), h.numel()], dtype=torch.float64,
+                                    device=h.device))
     return math.sqrt(float(t[0]) / max(float(t[1]), 1.0))
 
 
@@ -89,8 +91,8 @@ def shard_psnr(x: torch.Tensor, target: torch.Tensor) -> float:
     from convexrecon.collectives import all_reduce_sum, is_distributed
 
     sse = float((x.abs().double() - target.abs().double()).pow(2).sum())
-    err = all_reduce_sum(torch.tensor([sse, target.numel()], dtype=torch.float64))
-    peak = target.abs().max().double().reshape(1).cpu()
+    err = all_reduce_sum(torch.tensor([sse, target.numel()], dtype=torch.float64, device=target.device))
+    peak = target.abs().max().double().reshape(1)
     if is_distributed():
         dist.all_reduce(peak, op=dist.ReduceOp.MAX)
     mse = float(err[0]) / float(err[1])
