@@ -12,7 +12,7 @@ Accounting (what a step's peak includes):
   alive through its backward), and ``extra_bytes`` reports their size.
 - ``allocator="fixed"`` runs the measuring process with
   :data:`~convexrecon.training.memory.FIXED_MALLOC`: the resident set then follows the
-  live tensors (deterministic to 0.1 MB); ``"default"`` is glibc's dynamic threshold,
+  live tensors (within 0.5 MB between processes); ``"default"`` is glibc's dynamic threshold,
   whose peak also holds freed blocks the heap kept (it varied 1.5x between fresh
   processes).
 

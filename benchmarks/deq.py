@@ -324,7 +324,7 @@ def main() -> None:
 
     mem_cfg = dict(size=P["mem_size"], coils=P["coils"], batch=B, features=P["features"], depth=P["depth"],
                    skip=P["skip"], max_iter=P["max_iter"])
-    # the live tensors ("fixed": agree to 0.1 MB between processes); glibc's default heap too
+    # the live tensors ("fixed": within 0.5 MB between processes); glibc's default heap too
     # in the full run (see _deq_memory.py, which also runs alone)
     repeats, allocs = (1, ("fixed",)) if args.quick else (3, ("fixed", "default"))
     mem = {}
