@@ -224,7 +224,7 @@ def train_layerwise_cmd(
 
     started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not D.is_distributed()
     if started:  # under torchrun: the gated steps sum over the processes' training slices
-        D.init_from_env()
+        D.init_from_env(backend="gloo" if dev.type == "cpu" else None)  # NCCL needs CUDA tensors
     main = D.is_main_process()
     callback = None
     progress = None
