@@ -153,7 +153,12 @@ class Sense(Operator):
         dims = self.normal_fft_dims
         # unnormalised forward + 1/n inverse == orthonormal pair
         k = torch.fft.fftn(self._expand(x), dim=dims)
-        z = torch.fft.ifftn(k * self._nmask, dim=dims)
+        if not k.requires_grad and k.shape == torch.broadcast_shapes(k.shape, self._nmask.shape):
+            k = k.mul_(self._nmask)  # in place: one coil-image array fewer at the peak
+        else:
+            k = k * self._nmask
+        z = torch.fft.ifftn(k, dim=dims)
+        del k
         return self._combine(z)
 
     def __repr__(self) -> str:
