@@ -61,7 +61,8 @@ class ShardedLeastSquares(LeastSquares):
         self.batch_shape, self.shape = (), local.shape
         with torch.no_grad():
             self.aty = all_reduce_sum(local.aty)
-            self.y_norm2 = float(all_reduce_sum(torch.tensor([local.y_norm2], dtype=torch.float64)))
+            self.y_norm2 = float(all_reduce_sum(torch.tensor(  # on the data's device: NCCL
+                [local.y_norm2], dtype=torch.float64, device=local.aty.device)))
         self._lip = None if lipschitz is None else check_positive(lipschitz, "lipschitz")
         self._lips: dict[int, torch.Tensor] = {}
         self._ynorms: dict[int, torch.Tensor] = {}
