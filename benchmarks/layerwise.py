@@ -73,6 +73,8 @@ def _args() -> argparse.Namespace:
     p.add_argument("--skip-quality", action="store_true", help="memory only (no RESULT line)")
     p.add_argument("--resume", action="store_true",
                    help="continue the layer-wise runs already in --out (the end-to-end twin starts over)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="RESULTS_JSON",
+                   help="only draw psnr_vs_layer.png into --out from the results.json of part runs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None)
     a = p.parse_args()
@@ -194,6 +196,13 @@ def main() -> None:
     out = Path(a.out or tempfile.mkdtemp(prefix="layerwise-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    if a.combine:  # one figure over the masks of several part runs
+        per_mask = {}
+        for path in a.combine:
+            per_mask.update({n: m["sets"] for n, m in json.loads(Path(path).read_text())["masks"].items()})
+        psnr_vs_layer(out / "psnr_vs_layer.png", per_mask)
+        print(f"wrote {out / 'psnr_vs_layer.png'} ({', '.join(per_mask)})")
+        return
 
     def log(s: str, **_) -> None:
         print(f"[{time.perf_counter() - t_start:6.0f} s] {s}", flush=True)
