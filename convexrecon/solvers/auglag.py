@@ -3,9 +3,30 @@
 :class:`ConvReLUAugLag` minimises
 :class:`~convexrecon.programs.relu.ConvTwoLayerReLUCone` by an augmented Lagrangian
 on the cone constraints ``(2 D_i - 1) * conv(X, V_ic) >= 0`` (and ``W``), with the
-project's FISTA (exact group soft-thresholding prox) on each subproblem. Every piece
-of the run lives in its :class:`AugLagState` (variables, multipliers, penalty, its
-cap and the start time); warm starts go through ``init(x0, multipliers=...)``.
+project's FISTA (exact group soft-thresholding prox, gradient restart) on each
+subproblem, warm started at the previous outer iterate, its step ``1 / (2 ||A||^2 +
+rho ||K||^2)`` from the Lipschitz constant of the rho-dependent smooth part. Every
+piece of the run lives in its :class:`AugLagState` (variables, multipliers, penalty,
+its cap, the last gap and violation, the start time); warm starts go through
+``init(x0, multipliers=...)``.
+
+**Penalty policy.** The multipliers are updated after every subproblem; the penalty
+``rho`` starts at ``2 ||A||^2 / ||K||^2`` (the penalty part of the Lipschitz constant
+equals the data part) and doubles only when the relative violation is the larger
+part of the certificate, did not halve since the previous outer iteration, and the
+current penalty has had ``patience`` outer iterations (default 5) to act. The
+subproblems get a fixed number of FISTA iterations, so each one is solved only
+approximately; the multiplier update ``mu - rho z`` scales that error by ``rho``, and
+an inaccurate ``mu`` is what the duality gap measures. The previous rule (double
+whenever the violation did not halve) drove ``rho`` to its 1000-fold cap within a
+dozen outer iterations on a layer-wise step: the inner steps shrank a thousandfold
+and the relative gap climbed to about 0.9 and stayed there. Growing ``rho`` only
+while the violation dominates, and at most every ``patience`` outer iterations (the
+multipliers need a few subproblems at a new penalty before the violation's trend
+means anything; doubling on consecutive iterations let the gap jump back up on a
+step without data consistency), keeps the two parts of the certificate balanced.
+The cap, 1000 times the start, is relative to the data Lipschitz constant and
+only a safeguard.
 """
 
 from __future__ import annotations
@@ -74,13 +95,17 @@ class _ALProgram(CompositeProgram):
 @dataclass
 class AugLagState(State):
     """Outer state: stacked variable ``s``, multipliers ``mu``, penalty ``rho`` (and
-    its cap ``rho_cap``), last relative ``violation``, start time ``t0``."""
+    its cap ``rho_cap``), the relative ``violation`` and duality ``gap`` of ``(s, mu)``
+    (``inf`` before the first step), the outer iteration ``rho_it`` of the last
+    change of ``rho``, start time ``t0``."""
 
     s: Any = None
     mu: Any = None
     rho: float = 1.0
     rho_cap: float = math.inf
     violation: float = math.inf
+    gap: float = math.inf
+    rho_it: int = 0
     t0: float = 0.0
 
 
@@ -93,8 +118,10 @@ class ConvReLUAugLag(Solver[AugLagState]):
         tol: stop when ``max(gap, violation) <= tol``.
         max_outer: outer iterations (multiplier updates).
         inner_iter: FISTA iterations per subproblem.
-        rho: penalty (default ``lipschitz(data) / ||K||^2``); doubled whenever the
-            violation does not halve (while above ``tol / 10``; at most 1000-fold).
+        rho: starting penalty (default ``2 ||A||^2 / ||K||^2``); doubled when the
+            relative violation exceeds the relative gap and did not halve (while
+            above ``tol / 10``; at most 1000-fold; module docstring).
+        patience: outer iterations at a penalty before it may double again.
         time_budget: stop after this many seconds (``None``: no limit).
 
     ``init(x0, multipliers=mu)`` warm-starts from a previous state's ``mu``; the
@@ -102,13 +129,16 @@ class ConvReLUAugLag(Solver[AugLagState]):
     """
 
     def __init__(self, program: ConvTwoLayerReLUCone, *, tol: float = 1e-3, max_outer: int = 50,
-                 inner_iter: int = 50, rho: float | None = None,
+                 inner_iter: int = 50, rho: float | None = None, patience: int = 5,
                  time_budget: float | None = None) -> None:
         super().__init__(max_iter=max_outer, tol=tol, check_every=1)
         if not isinstance(program, ConvTwoLayerReLUCone):
             raise InputError(f"program: expected a ConvTwoLayerReLUCone, got {type(program).__name__}")
         self.program = program
         self.inner_iter = int(inner_iter)
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise InputError(f"patience: expected a positive int, got {patience!r}")
+        self.patience = patience
         self.rho0 = None if rho is None else check_positive(rho, "rho")
         self.time_budget = None if time_budget is None else check_positive(time_budget, "time_budget")
 
@@ -128,22 +158,23 @@ class ConvReLUAugLag(Solver[AugLagState]):
         ld = 2.0 * p.data_lipschitz()
         rho = self.rho0 if self.rho0 is not None else ld / p.k_norm2()
         return AugLagState(x=(s[0], s[1]), s=s, mu=mu, rho=rho, rho_cap=1e3 * rho,
-                           t0=time.perf_counter())
+                           rho_it=-self.patience, t0=time.perf_counter())
 
     def step(self, state: AugLagState) -> AugLagState:
         p = self.program
         lip = 2.0 * p.data_lipschitz() + state.rho * p.k_norm2()
         sub = _ALProgram(_ALSmooth(p, state.mu, state.rho, lip), _GroupPenalty(p.beta))
         s = FISTA(sub, max_iter=self.inner_iter, tol=0.0, check_every=0).run(state.s).x
-        z = p.conv(s) * p.sign
-        mu = (state.mu - state.rho * z).clamp(min=0)
-        den = float(torch.linalg.vector_norm(z))
-        viol = float(torch.linalg.vector_norm(z.clamp(max=0))) / den if den > 0 else 0.0
-        grow = viol > 0.5 * state.violation and viol > 0.1 * self.tol and state.rho < state.rho_cap
-        rho = state.rho * 2.0 if grow else state.rho
-        return AugLagState(x=(s[0], s[1]), it=state.it + 1, certificate=state.certificate,
-                           s=s, mu=mu, rho=rho, rho_cap=state.rho_cap, violation=viol,
-                           t0=state.t0)
+        x = (s[0], s[1])
+        mu = (state.mu - state.rho * (p.conv(s) * p.sign)).clamp(min=0)
+        kkt = p.kkt(x, multipliers=mu)
+        viol, gap = kkt.violation, kkt.gap
+        grow = (viol > gap and viol > 0.5 * state.violation and viol > 0.1 * self.tol
+                and state.it - state.rho_it >= self.patience and state.rho < state.rho_cap)
+        rho = min(2.0 * state.rho, state.rho_cap) if grow else state.rho
+        return AugLagState(x=x, it=state.it + 1, certificate=state.certificate,
+                           s=s, mu=mu, rho=rho, rho_cap=state.rho_cap, violation=viol, gap=gap,
+                           rho_it=state.it + 1 if grow else state.rho_it, t0=state.t0)
 
     def done(self, state: AugLagState) -> bool:
         if self.time_budget is not None and time.perf_counter() - state.t0 > self.time_budget:
@@ -154,6 +185,10 @@ class ConvReLUAugLag(Solver[AugLagState]):
         return self.program.value(state.x)
 
     def certificate(self, state: AugLagState) -> float:
+        """``max(gap, violation)`` of ``(x, mu)`` (the program's certificate; a step
+        has already evaluated it)."""
+        if math.isfinite(state.gap) and math.isfinite(state.violation):
+            return max(state.gap, state.violation)
         return self.program.certificate(state.x, multipliers=state.mu)
 
     def multipliers(self, state: AugLagState) -> torch.Tensor:
