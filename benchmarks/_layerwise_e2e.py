@@ -111,10 +111,3 @@ def train_to_plateau(net_spec: dict[str, Any], data_spec: Any, *, n_train: int, 
     return E2EResult(curve=curve, plateau_epoch=plateau_epoch, equal_epoch=equal_epoch,
                      stop_reason=reason, plateau_model=plateau_model, equal_model=equal_model)
 
-
-def no_grad_model(model: Any):
-    """``model`` as a ``recon(y, A)`` callable without autograd."""
-    def run(y: torch.Tensor, A: Any) -> torch.Tensor:
-        with torch.no_grad():
-            return model(y, A)
-    return run

@@ -76,6 +76,8 @@ def test_heldout_bad_input():
         heldout_kspace_errors(s.kspace, s.maps, s.mask, {})
     with pytest.raises(InputError):
         heldout_kspace_errors(s.kspace, s.maps, s.mask, {"zf": lambda y, A: A.adjoint(y)}, seeds=())
+    with pytest.raises(InputError):
+        heldout_kspace_errors(s.kspace, s.maps, s.mask, {"zf": lambda y, A: A.adjoint(y)}, holdout=0.7)
 
 
 def test_memory_step_factories_run_at_tiny_sizes():

@@ -132,6 +132,8 @@ def heldout_kspace_errors(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.
         raise InputError("methods: expected at least one reconstruction, got none")
     if not seeds:
         raise InputError("seeds: expected at least one held-out draw, got none")
+    if not 0 < holdout < 0.5:
+        raise InputError(f"holdout: expected a fraction in (0, 0.5), got {holdout!r}")
     errors: dict[str, list[float]] = {name: [] for name in methods}
     n_held: list[int] = []
     with torch.no_grad():
