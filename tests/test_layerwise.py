@@ -182,13 +182,11 @@ def test_relu_step_auglag_certificate_falls(splits):
                                   gates=make_gates(h, 4, 3, seed=0))
     prog = LayerConeProgram(base, whiten=whitening_matrix(base.op.x_padded, 3))
     prog.set_beta(0.05 * prog.beta_max())
-    res = ConvReLUAugLag(prog, tol=1e-4, max_outer=40, inner_iter=25).run()
+    res = ConvReLUAugLag(prog, tol=1e-4, max_outer=80, inner_iter=25).run()
     info = prog.kkt(res.x, multipliers=res.state.mu)
     assert res.state.certificate == pytest.approx(info.max, rel=1e-6)  # the cached one is the program's
     assert info.max <= 1e-2
     assert res.state.rho < res.state.rho_cap
-    with pytest.raises(InputError, match="patience"):
-        ConvReLUAugLag(prog, patience=0)
 
 
 def test_relu_spec_round_trip(splits):

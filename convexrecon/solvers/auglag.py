@@ -13,20 +13,20 @@ its cap, the last gap and violation, the start time); warm starts go through
 **Penalty policy.** The multipliers are updated after every subproblem; the penalty
 ``rho`` starts at ``2 ||A||^2 / ||K||^2`` (the penalty part of the Lipschitz constant
 equals the data part) and doubles only when the relative violation is the larger
-part of the certificate, did not halve since the previous outer iteration, and the
-current penalty has had ``patience`` outer iterations (default 5) to act. The
+part of the certificate *and* did not halve since the previous outer iteration. The
 subproblems get a fixed number of FISTA iterations, so each one is solved only
 approximately; the multiplier update ``mu - rho z`` scales that error by ``rho``, and
 an inaccurate ``mu`` is what the duality gap measures. The previous rule (double
 whenever the violation did not halve) drove ``rho`` to its 1000-fold cap within a
 dozen outer iterations on a layer-wise step: the inner steps shrank a thousandfold
 and the relative gap climbed to about 0.9 and stayed there. Growing ``rho`` only
-while the violation dominates, and at most every ``patience`` outer iterations (the
-multipliers need a few subproblems at a new penalty before the violation's trend
-means anything; doubling on consecutive iterations let the gap jump back up on a
-step without data consistency), keeps the two parts of the certificate balanced.
-The cap, 1000 times the start, is relative to the data Lipschitz constant and
-only a safeguard.
+while the violation dominates keeps the two parts of the certificate roughly
+balanced. (It is not monotone: on a layer-wise step without data consistency, a run
+of doublings while the primal was infeasible, its gap clipped at 0, let the gap jump
+back to about 0.2 before it fell again. Waiting 5 outer iterations between doublings
+avoided that there, but slowed the small cvxpy-checked problems 2-fold.) The cap,
+1000 times the start, is relative to the data Lipschitz constant and only a
+safeguard.
 """
 
 from __future__ import annotations
@@ -96,8 +96,7 @@ class _ALProgram(CompositeProgram):
 class AugLagState(State):
     """Outer state: stacked variable ``s``, multipliers ``mu``, penalty ``rho`` (and
     its cap ``rho_cap``), the relative ``violation`` and duality ``gap`` of ``(s, mu)``
-    (``inf`` before the first step), the outer iteration ``rho_it`` of the last
-    change of ``rho``, start time ``t0``."""
+    (``inf`` before the first step), start time ``t0``."""
 
     s: Any = None
     mu: Any = None
@@ -105,7 +104,6 @@ class AugLagState(State):
     rho_cap: float = math.inf
     violation: float = math.inf
     gap: float = math.inf
-    rho_it: int = 0
     t0: float = 0.0
 
 
@@ -121,7 +119,6 @@ class ConvReLUAugLag(Solver[AugLagState]):
         rho: starting penalty (default ``2 ||A||^2 / ||K||^2``); doubled when the
             relative violation exceeds the relative gap and did not halve (while
             above ``tol / 10``; at most 1000-fold; module docstring).
-        patience: outer iterations at a penalty before it may double again.
         time_budget: stop after this many seconds (``None``: no limit).
 
     ``init(x0, multipliers=mu)`` warm-starts from a previous state's ``mu``; the
@@ -129,16 +126,13 @@ class ConvReLUAugLag(Solver[AugLagState]):
     """
 
     def __init__(self, program: ConvTwoLayerReLUCone, *, tol: float = 1e-3, max_outer: int = 50,
-                 inner_iter: int = 50, rho: float | None = None, patience: int = 5,
+                 inner_iter: int = 50, rho: float | None = None,
                  time_budget: float | None = None) -> None:
         super().__init__(max_iter=max_outer, tol=tol, check_every=1)
         if not isinstance(program, ConvTwoLayerReLUCone):
             raise InputError(f"program: expected a ConvTwoLayerReLUCone, got {type(program).__name__}")
         self.program = program
         self.inner_iter = int(inner_iter)
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise InputError(f"patience: expected a positive int, got {patience!r}")
-        self.patience = patience
         self.rho0 = None if rho is None else check_positive(rho, "rho")
         self.time_budget = None if time_budget is None else check_positive(time_budget, "time_budget")
 
@@ -158,7 +152,7 @@ class ConvReLUAugLag(Solver[AugLagState]):
         ld = 2.0 * p.data_lipschitz()
         rho = self.rho0 if self.rho0 is not None else ld / p.k_norm2()
         return AugLagState(x=(s[0], s[1]), s=s, mu=mu, rho=rho, rho_cap=1e3 * rho,
-                           rho_it=-self.patience, t0=time.perf_counter())
+                           t0=time.perf_counter())
 
     def step(self, state: AugLagState) -> AugLagState:
         p = self.program
@@ -170,11 +164,11 @@ class ConvReLUAugLag(Solver[AugLagState]):
         kkt = p.kkt(x, multipliers=mu)
         viol, gap = kkt.violation, kkt.gap
         grow = (viol > gap and viol > 0.5 * state.violation and viol > 0.1 * self.tol
-                and state.it - state.rho_it >= self.patience and state.rho < state.rho_cap)
+                and state.rho < state.rho_cap)
         rho = min(2.0 * state.rho, state.rho_cap) if grow else state.rho
         return AugLagState(x=x, it=state.it + 1, certificate=state.certificate,
                            s=s, mu=mu, rho=rho, rho_cap=state.rho_cap, violation=viol, gap=gap,
-                           rho_it=state.it + 1 if grow else state.rho_it, t0=state.t0)
+                           t0=state.t0)
 
     def done(self, state: AugLagState) -> bool:
         if self.time_budget is not None and time.perf_counter() - state.t0 > self.time_budget:
