@@ -10,13 +10,13 @@ built outside the measured step, identically for both).
   resident memory counts everything.
 - :func:`e2e_step`: one Adam step (forward, backward, update) of the identical
   ``depth``-block gated network with the same DC, optimiser state included.
-- :func:`minibatch_step`: the stochastic mode of layer ``depth``
-  (:class:`~convexrecon.solvers.minibatch_conv.MiniBatchConv`, image-only step):
-  the feature cache and the patterns of all ``n`` images, the SVRG snapshot and its
-  full gradient accumulated ``batch_size`` images at a time, and ``steps`` inner
-  steps on ``batch_size`` images. The Lipschitz constant is given (1.0), not
-  estimated: the estimate's power iteration convolves all ``n`` images at once,
-  which a stochastic run would do batch by batch.
+- :func:`minibatch_step`: the stochastic mode of layer ``depth`` (``--solver
+  minibatch``: :class:`~convexrecon.nets.layerwise_minibatch.BatchedLayerProgram`
+  with DC per batch and whitening, solved by ``LayerMiniBatch``): the feature cache
+  and the patterns of all ``n`` images, ``A^T Y`` and the SVRG snapshot's full
+  gradient accumulated ``batch_size`` images at a time, and ``steps`` inner steps.
+  The Lipschitz constant is set, not estimated (the batched power method costs
+  time, not memory beyond one batch's gradient).
 """
 
 from __future__ import annotations
@@ -99,16 +99,22 @@ def e2e_step(*, device: str = "cpu", n: int = 8, size: int = 48, coils: int = 8,
     return step
 
 
+
 def minibatch_step(*, device: str = "cpu", n: int = 32, batch_size: int = 8, size: int = 48,
                    coils: int = 8, depth: int = 5, patterns: int = 8, kernel: int = 3,
-                   steps: int = 2) -> Callable[[], Any]:
+                   steps: int = 2, dc_mu: float = 0.1) -> Callable[[], Any]:
+    from convexrecon.operators.sense import Sense
+
     A, y, x = _problem(n, size, coils, device)
-    frozen = gated_e2e_net(blocks=block_shapes(depth, patterns, kernel), dc_mu=None,
+    frozen = gated_e2e_net(blocks=block_shapes(depth, patterns, kernel), dc_mu=dc_mu,
                            skip_input=True).to(device)
     Gated, _ = _gated_classes()
 
+    def dc_of(idx: torch.Tensor) -> DCMap:
+        return DCMap(Sense(A.maps[idx], A.mask[idx]), n=int(idx.numel()), mu=dc_mu)
+
     def step() -> Any:
-        from convexrecon.solvers.minibatch_conv import MiniBatchConv
+        from convexrecon.nets.layerwise_minibatch import BatchedLayerProgram, LayerMiniBatch
 
         with torch.no_grad():
             x0 = A.adjoint(y)
@@ -116,10 +122,14 @@ def minibatch_step(*, device: str = "cpu", n: int = 32, batch_size: int = 8, siz
             h = h0
             for b in list(frozen.blocks)[: depth - 1]:  # the feature cache of all n images
                 h = next_features(b, h, h0)
-            target = complex_to_channels(x - x0)
-            prog = Gated(h, target, kernel_size=kernel, n_patterns=patterns, beta=1e-3,
+            target = complex_to_channels(x - data_consistency(A, x0, x0, mu=dc_mu))
+            base = Gated(h, target, kernel_size=kernel, n_patterns=patterns, beta=1.0,
                          gates=make_gates(h, patterns, kernel), bias=True, lipschitz=1.0)
-            solver = MiniBatchConv(prog, batch_size=batch_size, epochs=1)
+            prog = BatchedLayerProgram(base, dc_of=dc_of, whiten=whitening_matrix(base.op.x_padded, kernel),
+                                       batch_size=batch_size)
+            prog._lip = 1.0  # skip the batched power method (its batches cost what a gradient's do)
+            prog.set_beta(0.05 * prog.beta_max())
+            solver = LayerMiniBatch(prog, epochs=1)
             st = solver.init()
             for _ in range(steps):
                 st = solver.step(st)
