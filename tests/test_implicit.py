@@ -230,6 +230,22 @@ def test_fallback_is_per_sample_and_catches_nonfinite():
     assert info.fallback_rate == pytest.approx(2 / 3)
 
 
+def test_shine_falls_back_where_the_measured_rho_is_not_a_contraction():
+    g = torch.ones(2, 3, dtype=torch.float64)
+    scale = torch.tensor([[0.5], [1.5]], dtype=torch.float64)  # sample 1: J^T = 1.5 I
+    U = torch.zeros(2, 1, 3, dtype=torch.float64)
+    V = torch.zeros(2, 1, 3, dtype=torch.float64)
+    U[1, 0, 0], V[1, 0, 0] = 0.5, 1.0  # sample 1: -B^T g differs from g, well under any c
+    binv = BroydenInverse(U, V, g.shape, g.dtype)
+    u, info = shine(lambda v: scale * v, g, binv, rho_iters=10)
+    assert float(info.rho[1]) == pytest.approx(1.5, rel=1e-6)
+    assert info.fallback.tolist() == [False, True]
+    assert torch.equal(u[0], g[0]) and torch.equal(u[1], g[1])
+    u_fixed, info_fixed = shine(lambda v: scale * v, g, binv, threshold=1.8)
+    assert info_fixed.rho is None and not info_fixed.fallback.any()  # a fixed c measures no rho
+    assert not torch.equal(u_fixed[1], g[1])
+
+
 def test_diverged_ift_solve_falls_back_to_jfb_per_sample():
     g = torch.ones(2, 3, dtype=torch.float64)
     scale = torch.tensor([[0.5], [3.0]], dtype=torch.float64)  # sample 1: J^T = 3 I

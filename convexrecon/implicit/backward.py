@@ -13,7 +13,10 @@ The cheaper directions:
   ``||u|| > c ||g||`` (or ``u`` is not finite). ``c`` comes from a measured ``rho``
   (:func:`shine_threshold`): a contraction ``rho`` bounds ``||u_IFT|| <= ||g|| / (1 - rho)``,
   so a longer ``u`` cannot be right. A fixed ``c`` (the reference code's 1.8) is
-  below the true ratio once ``rho`` exceeds about 0.8 and switches SHINE off.
+  below the true ratio once ``rho`` exceeds about 0.8 and switches SHINE off. A
+  sample whose measured ``rho`` is 1 or more falls back too: the map is not a
+  contraction there, so ``I - J^T`` need not be invertible and the IFT direction
+  that ``-B^T g`` estimates may not exist.
 - ``shine-opa``: SHINE with outer-problem-aware Broyden updates (the SHINE paper's
   OPA). The forward Broyden makes extra adjoint-Broyden updates of ``B`` along the
   outer gradient (:func:`convexrecon.fixedpoint.broyden`'s ``opa``, driven by
@@ -155,6 +158,8 @@ def shine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, batch_dims: int = 
         nu, ng = _norms(u, batch_dims), _norms(g, batch_dims)
         c = c.to(nu.device)
         fallback = ~torch.isfinite(nu) | (nu.to(torch.float64) > c * ng.to(torch.float64))
+        if rho is not None:  # not a contraction there: no IFT direction for SHINE to estimate
+            fallback |= ~(rho.to(fallback.device) < 1.0)
         mask = fallback.reshape(fallback.shape + (1,) * (g.ndim - batch_dims))
         u = torch.where(mask, g.detach(), u)
     info = BackwardInfo(mode=mode, seconds=time.perf_counter() - t0, vjps=count[0], rho=rho,
