@@ -467,6 +467,15 @@ def test_count_saved_and_solver_bytes_of_a_step():
     assert report.extra_bytes == 12345 and report.saved_bytes == nbytes
 
 
+def test_denoisers_identity_path_has_the_skip_weight():
+    x = torch.randn(2, 8, 8, dtype=torch.complex128)
+    for cls, opts in ((ResidualCNN, {"depth": 3}), (SmallUNet, {"levels": 2})):
+        plain = cls(features=4, **opts).double()
+        half = cls(features=4, skip=0.5, **opts).double()
+        half.load_state_dict(plain.state_dict())  # the same body: R differs by (skip - 1) x
+        assert torch.allclose(plain(x) - half(x), 0.5 * x, atol=1e-12), cls.__name__
+
+
 def test_denoisers_shapes_dtypes_and_spectral_norm():
     x = torch.randn(2, 3, 8, 8, dtype=torch.complex64)
     for net in (ResidualCNN(features=4, depth=3), SmallUNet(features=4, levels=2)):

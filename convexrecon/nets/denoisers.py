@@ -144,7 +144,7 @@ class SmallUNet(nn.Module):
         if x.shape[-1] % f or x.shape[-2] % f:
             raise InputError(f"x: expected H and W divisible by 2**levels = {f}, got "
                              f"{tuple(x.shape[-2:])}")
-        return x + _apply_real(self.body, x)
+        return self.skip * x + _apply_real(self.body, x)
 
 
 DENOISERS = {"cnn": ResidualCNN, "unet": SmallUNet}
