@@ -292,50 +292,46 @@ def main() -> None:
     if args.skip_warm_memory:  # sections 3 and 4 are measured by their own runs
         nan = float("nan")
         warm_model, last, warm_red, mem_ratio = None, {"fwd_iters": nan, "cold_iters": nan}, nan, nan
-        sections_5_to_8(dict(P=P, args=args, data=data, val=val, test=test, B=B, E=E, lr=lr, seed=seed,
-            deq=deq, modl=modl, ift=ift, shine_model=shine_model, warm_model=warm_model, bc=bc,
-            train_ratio=train_ratio, t_ift=t_ift, t_shine=t_shine, best=best, t_start=t_start,
-            last=last, warm_red=warm_red, mem_ratio=mem_ratio))
-        return
-    print("\n3. warm start (the same batch also solved cold, plain-warm and, with one fixed draw "
-          "per sample, warm and cold; same weights at every step; see _deq_warm.py)")
-    t_sec = time.perf_counter()
-    from _deq_warm import fixed_draws, warm_vs_cold
+    else:
+        print("\n3. warm start (the same batch also solved cold, plain-warm and, with one fixed draw "
+              "per sample, warm and cold; same weights at every step; see _deq_warm.py)")
+        t_sec = time.perf_counter()
+        from _deq_warm import fixed_draws, warm_vs_cold
 
-    warm_model = deq(solver="anderson", solver_options={"memory": 5}, backward="jfb", monitor_rho=True)
-    run_warm = warm_vs_cold(warm_model, data, batches, fixed=fixed_draws(P["size"], P["coils"], seed),
-                            epochs=E, lr=lr, batch_size=B, seed=seed)
-    w = run_warm["history"][-1]
-    last = {"fwd_iters": w["warm"], "cold_iters": w["cold"], "rho_max": w["rho_max"]}
-    warm_red = 1.0 - w["warm"] / w["cold"]
-    print(f"last epoch: fresh draws warm {w['warm']:.2f} (plain reuse {w['plain']:.2f}) vs cold {w['cold']:.2f} "
-          f"iterations (reduction {warm_red:+.3f}, plain {1 - w['plain'] / w['cold']:+.3f}); one fixed draw "
-          f"per sample: warm {w['fixed_warm']:.2f} vs cold {w['fixed_cold']:.2f} "
-          f"({1 - w['fixed_warm'] / w['fixed_cold']:+.3f}); rho max {w['rho_max']:.3f}")
-    d = run_warm["distances"]
-    print(f"relative distance to the new fixed point (last epoch, first batch): A^H y {d['cold']:.3f}, "
-          f"last point as stored {d['plain']:.3f}, moved into the new frame {d['framed']:.3f}")
+        warm_model = deq(solver="anderson", solver_options={"memory": 5}, backward="jfb", monitor_rho=True)
+        run_warm = warm_vs_cold(warm_model, data, batches, fixed=fixed_draws(P["size"], P["coils"], seed),
+                                epochs=E, lr=lr, batch_size=B, seed=seed)
+        w = run_warm["history"][-1]
+        last = {"fwd_iters": w["warm"], "cold_iters": w["cold"], "rho_max": w["rho_max"]}
+        warm_red = 1.0 - w["warm"] / w["cold"]
+        print(f"last epoch: fresh draws warm {w['warm']:.2f} (plain reuse {w['plain']:.2f}) vs cold {w['cold']:.2f} "
+              f"iterations (reduction {warm_red:+.3f}, plain {1 - w['plain'] / w['cold']:+.3f}); one fixed draw "
+              f"per sample: warm {w['fixed_warm']:.2f} vs cold {w['fixed_cold']:.2f} "
+              f"({1 - w['fixed_warm'] / w['fixed_cold']:+.3f}); rho max {w['rho_max']:.3f}")
+        d = run_warm["distances"]
+        print(f"relative distance to the new fixed point (last epoch, first batch): A^H y {d['cold']:.3f}, "
+              f"last point as stored {d['plain']:.3f}, moved into the new frame {d['framed']:.3f}")
 
-    print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
-    t_sec = time.perf_counter()
-    print(f"\n4. memory of one training step ({P['mem_size']}^2, batch {B}, same denoiser), fresh "
-          "process per model (convexrecon.training.peak_memory)")
-    import _deq_memory
+        print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
+        t_sec = time.perf_counter()
+        print(f"\n4. memory of one training step ({P['mem_size']}^2, batch {B}, same denoiser), fresh "
+              "process per model (convexrecon.training.peak_memory)")
+        import _deq_memory
 
-    mem_cfg = dict(size=P["mem_size"], coils=P["coils"], batch=B, features=P["features"], depth=P["depth"],
-                   skip=P["skip"], max_iter=P["max_iter"])
-    # the live tensors ("fixed": within 0.5 MB between processes); glibc's default heap too
-    # in the full run (see _deq_memory.py, which also runs alone)
-    repeats, allocs = (1, ("fixed",)) if args.quick else (3, ("fixed", "default"))
-    mem = {}
-    for alloc in allocs:
-        mem[alloc] = {k: _deq_memory.measure(k, repeats=repeats, allocator=alloc, threads=args.threads,
-                                             **mem_cfg) for k in _deq_memory.KINDS}
-        print(f"allocator {alloc}, median of {repeats} fresh process(es) per model:")
-        print(table(*_deq_memory.table(mem[alloc])))
-    mem_ratio = mem["fixed"]["deq-broyden-shine"]["median_mb"] / mem["fixed"]["modl-5"]["median_mb"]
+        mem_cfg = dict(size=P["mem_size"], coils=P["coils"], batch=B, features=P["features"], depth=P["depth"],
+                       skip=P["skip"], max_iter=P["max_iter"])
+        # the live tensors ("fixed": within 0.5 MB between processes); glibc's default heap too
+        # in the full run (see _deq_memory.py, which also runs alone)
+        repeats, allocs = (1, ("fixed",)) if args.quick else (3, ("fixed", "default"))
+        mem = {}
+        for alloc in allocs:
+            mem[alloc] = {k: _deq_memory.measure(k, repeats=repeats, allocator=alloc, threads=args.threads,
+                                                 **mem_cfg) for k in _deq_memory.KINDS}
+            print(f"allocator {alloc}, median of {repeats} fresh process(es) per model:")
+            print(table(*_deq_memory.table(mem[alloc])))
+        mem_ratio = mem["fixed"]["deq-broyden-shine"]["median_mb"] / mem["fixed"]["modl-5"]["median_mb"]
 
-    print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
+        print(f"  (section {time.perf_counter() - t_sec:.0f} s)")
     sections_5_to_8(dict(P=P, args=args, data=data, val=val, test=test, B=B, E=E, lr=lr, seed=seed,
         deq=deq, modl=modl, ift=ift, shine_model=shine_model, warm_model=warm_model, bc=bc,
         train_ratio=train_ratio, t_ift=t_ift, t_shine=t_shine, best=best, t_start=t_start,
