@@ -126,7 +126,7 @@ def heldout_kspace_errors(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.
         ``{"errors": {method: [per seed]}, "n_heldout": [per seed], "seeds": [...]}``.
     """
     from convexrecon.recon._setup import prepare
-    from convexrecon.recon.lam import _split
+    from convexrecon.recon.lam import holdout_split
 
     if not methods:
         raise InputError("methods: expected at least one reconstruction, got none")
@@ -141,7 +141,7 @@ def heldout_kspace_errors(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.
         if not scaled.data.cartesian:
             raise InputError("mask: expected Cartesian sampling (a mask) for held-out k-space, got a trajectory")
         for seed in seeds:
-            train, y_train, predict, n = _split(scaled, holdout, center_fraction, int(seed))
+            train, y_train, predict, n = holdout_split(scaled, holdout, center_fraction, int(seed))
             sub = scaled.with_sampling(train, y_train)
             y = sub.y.reshape(-1, *sub.op.oshape)
             n_held.append(int(n))

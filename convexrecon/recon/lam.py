@@ -41,7 +41,7 @@ from convexrecon.recon._setup import Scaled, prepare
 from convexrecon.recon._solve import METHODS, check_iters, solve
 from convexrecon.recon.iterative import DEFAULT_WAVELET, wavelet_levels
 
-__all__ = ["LambdaChoice", "choose_lambda", "choose_on", "DEFAULT_GRIDS", "LAMBDA_FLOOR",
+__all__ = ["LambdaChoice", "choose_lambda", "choose_on", "holdout_split", "DEFAULT_GRIDS", "LAMBDA_FLOOR",
            "GridEdgeWarning"]
 
 LAMBDA_FLOOR = 1e-6
@@ -103,8 +103,15 @@ def _radius(shape: Sequence[int], device) -> torch.Tensor:
     return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
 
 
-def _split(scaled: Scaled, holdout: float, center_fraction: float, seed: int):
-    """``(train_sampling, train_y, predict)``: predict(x) -> (pred, target) held out."""
+def holdout_split(scaled: Scaled, holdout: float, center_fraction: float, seed: int):
+    """Hold out ``holdout`` of the measured samples outside the central disc
+    (diameter ``center_fraction`` of the smaller side), drawn with ``seed``.
+
+    Returns ``(train_sampling, train_y, predict, n_heldout)``: the kept mask (or
+    trajectory) and data, and ``predict(x) -> (pred, target)``, the prediction of the
+    held-out samples from an image ``x`` of the scaled problem and their measured
+    values. The machinery of :func:`choose_lambda`, for scoring any reconstruction
+    on k-space it has not seen."""
     data = scaled.data
     gen = torch.Generator().manual_seed(int(seed))
     r0 = 0.5 * center_fraction * min(data.im_size)
@@ -164,7 +171,7 @@ def choose_on(scaled: Scaled, method: str, *, grid: Sequence[float] | None = Non
         raise InputError(f"holdout: expected a fraction in (0, 0.5), got {holdout}")
     center_fraction = check_positive(center_fraction, "center_fraction", strict=False)
     max_iter = check_iters(max_iter)
-    train, y_train, predict, n_held = _split(scaled, holdout, center_fraction, seed)
+    train, y_train, predict, n_held = holdout_split(scaled, holdout, center_fraction, seed)
     sub = scaled.with_sampling(train, y_train)
     scores: dict[float, float] = {}
     x = None

@@ -103,9 +103,9 @@ def _coil_folds(scaled: Scaled, folds: int) -> list[Fold]:
 
 
 def _sample_fold(scaled: Scaled, holdout: float, center_fraction: float, seed: int) -> Fold:
-    from convexrecon.recon.lam import _split
+    from convexrecon.recon.lam import holdout_split
 
-    train, y_train, predict, _ = _split(scaled, holdout, center_fraction, seed)
+    train, y_train, predict, _ = holdout_split(scaled, holdout, center_fraction, seed)
     sub = scaled.with_sampling(train, y_train)
     return sub.op, sub.y, predict
 
