@@ -59,7 +59,7 @@ from _deq_memory import nmse, saved_bytes  # noqa: E402
 from _timing import configure, table  # noqa: E402
 
 from convexrecon.data import MaskSpec, SliceDataset, collate  # noqa: E402
-from convexrecon.implicit import DEQ, WarmStartCache, build_deq  # noqa: E402
+from convexrecon.implicit import DEQ, build_deq  # noqa: E402
 from convexrecon.metrics import psnr, ssim  # noqa: E402
 from convexrecon.nets.unrolled import build_modl  # noqa: E402
 
@@ -95,35 +95,26 @@ def batches(split, batch_size: int, *, epoch: int = 0, shuffle_seed: int | None 
 
 # -- training ---------------------------------------------------------------------
 def train(model: torch.nn.Module, data, val, *, epochs: int, lr: float, batch_size: int, seed: int,
-          warm: bool = False, compare_cold: bool = False, label: str = "") -> dict[str, Any]:
-    """Adam on the NMSE (+ the DEQ's Jacobian term); history per epoch."""
+          label: str = "") -> dict[str, Any]:
+    """Adam on the NMSE (+ the DEQ's Jacobian term); history per epoch (warm starts:
+    ``_deq_warm.warm_vs_cold``, through the training path)."""
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    cache = WarmStartCache() if warm else None
     is_deq = isinstance(model, DEQ)
     hist: list[dict[str, float]] = []
     steps: list[float] = []
     clock = 0.0
     for epoch in range(epochs):
         model.train()
-        iters, cold_iters, skipped, rhos, fallback = [], [], 0, [], []
+        iters, skipped, rhos, fallback = [], 0, [], []
         for batch in batches(data, batch_size, epoch=epoch, shuffle_seed=seed):
             A, y = batch.operator(), batch.kspace
-            if compare_cold:
-                _, st, _ = model.solve(y, A)
-                cold_iters.append(float(st.iterations.double().mean()))
             t0 = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            z0 = None
-            if cache is not None:
-                z0, hit = cache.lookup(batch.index, A.adjoint(y))
-                z0 = cache.data_consistent(z0, hit, y, A)
-            x = model(y, A, z0=z0) if is_deq else model(y, A)
+            x = model(y, A)
             loss = nmse(x, batch.target)
             if is_deq:
                 info = model.last_info
                 iters.append(float(info.forward.iterations.double().mean()))
-                if cache is not None:
-                    cache.update(batch.index, x.detach(), keep=~info.diverged.reshape(-1))
                 if info.any_diverged or not torch.isfinite(loss):
                     skipped += 1
                     clock += time.perf_counter() - t0
@@ -147,8 +138,6 @@ def train(model: torch.nn.Module, data, val, *, epochs: int, lr: float, batch_si
         row = {"epoch": epoch, "time_s": clock, "val_psnr": q["psnr_mean"], "skipped": skipped}
         if iters:
             row["fwd_iters"] = statistics.mean(iters)
-        if cold_iters:
-            row["cold_iters"] = statistics.mean(cold_iters)
         if rhos:
             row["rho_max"] = max(rhos)
         if fallback:

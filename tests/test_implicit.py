@@ -395,18 +395,6 @@ def test_warm_start_cache_round_trip():
         cache.start([1, 2, 3], default)
 
 
-def test_warm_start_moves_cached_rows_towards_the_new_data():
-    A, y, x = _problem(batch=2)
-    cache = WarmStartCache()
-    cache.update([5], x[:1] + 0.3)  # a stale point for sample 5
-    z0, hit = cache.lookup([5, 6], A.adjoint(y))
-    assert hit.tolist() == [True, False]
-    z1 = cache.data_consistent(z0, hit, y, A)
-    assert torch.equal(z1[1], z0[1])
-    res = lambda z: float((A(z) - y)[0].abs().pow(2).sum())  # noqa: E731
-    assert res(z1) < 0.5 * res(z0)
-
-
 def test_warm_start_moves_the_point_into_the_new_data_frame():
     """Stored with the zero-filled images of its data, a point comes back unchanged for
     the same data, and follows a global phase and scale of new data."""

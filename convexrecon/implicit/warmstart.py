@@ -115,19 +115,6 @@ class WarmStartCache:
                 self.misses += 1
         return out, hit
 
-    @staticmethod
-    def data_consistent(z: torch.Tensor, hit: torch.Tensor, y: torch.Tensor, A) -> torch.Tensor:
-        """Cached rows moved one gradient step towards the new data: ``z - A^H(A z - y)``.
-
-        Not used by the training path (:mod:`convexrecon.implicit.training`): both DEQ
-        maps apply data consistency themselves, and measured (``benchmarks/deq.py``,
-        section 3) the step cost iterations when the data had not changed.
-        """
-        with torch.no_grad():
-            moved = z - A.adjoint(A.forward(z) - y)
-        mask = hit.reshape(hit.shape + (1,) * (z.ndim - hit.ndim))
-        return torch.where(mask, moved, z)
-
     def update(self, ids: Sequence[int] | torch.Tensor, z: torch.Tensor,
                keep: torch.Tensor | None = None, *, reference: torch.Tensor | None = None) -> None:
         """Store ``z[i]`` for ``ids[i]`` (only where ``keep[i]``, e.g. not diverged); with
