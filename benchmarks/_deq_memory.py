@@ -43,8 +43,7 @@ def nmse(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def _solver_bytes(model) -> int:
     """Bytes of the forward solver's state that the DEQ keeps for its backward (Broyden's ``U, V``)."""
     info = getattr(model, "last_info", None) if isinstance(model, DEQ) else None
-    binv = info.forward.inverse_jacobian if info is not None else None
-    return int(binv.nbytes) if binv is not None else 0
+    return info.solver_bytes if info is not None else 0
 
 
 def memory_step(device: str = "cpu", *, kind: str, size: int, coils: int, batch: int, features: int,

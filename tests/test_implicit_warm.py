@@ -86,3 +86,21 @@ def test_count_saved_and_solver_bytes_of_a_step():
     step.extra_bytes = lambda: 12345  # e.g. a Broyden solver's U, V held for the backward
     report = measure_step(step)
     assert report.extra_bytes == 12345 and report.saved_bytes == nbytes
+
+
+def test_shine_backward_releases_the_forward_broyden_state():
+    """U, V serve one backward: afterwards the record keeps their size, not the buffers,
+    and a second backward through the same output is refused with a clear error."""
+    A, y, x = _problem(batch=2)
+    model = _deq(solver="broyden", backward="shine", tol=1e-8, max_iter=50,
+                 solver_options={"memory": 50})
+    out = model(y, A)
+    info = model.last_info
+    binv = info.forward.inverse_jacobian
+    assert binv is not None and info.solver_bytes == binv.nbytes > 0
+    loss = (out - x).abs().pow(2).sum()
+    loss.backward(retain_graph=True)
+    assert info.backward is not None and info.forward.inverse_jacobian is None
+    assert info.solver_bytes == binv.nbytes
+    with pytest.raises(InputError, match="second backward"):
+        loss.backward()

@@ -76,6 +76,10 @@ class DEQInfo:
             tape) when Jacobian regularisation is on.
         dof: real unknowns per sample (``2 * prod(A.ishape)`` for complex images).
         opa_vjps: VJPs the forward spent on outer-problem-aware updates (``shine-opa``).
+        solver_bytes: bytes of the forward solver's state kept for the backward
+            (Broyden's ``U, V``). A SHINE backward releases that state once it has used
+            it, so ``forward.inverse_jacobian`` is then None and the next step's solve
+            does not run beside the previous step's ``U, V``.
     """
 
     forward: FixedPointStats
@@ -85,6 +89,7 @@ class DEQInfo:
     jac_fro2: torch.Tensor | None = field(default=None, repr=False)
     dof: int = 1
     opa_vjps: int = 0
+    solver_bytes: int = 0
 
     @property
     def diverged(self) -> torch.Tensor:
@@ -283,14 +288,20 @@ class DEQ(nn.Module):
         if self.jac_reg > 0:
             info.jac_fro2 = hutchinson_jac_fro2(fz, zt, probes=self.jac_probes, batch_dims=nb)
         binv = stats.inverse_jacobian
+        info.solver_bytes = int(binv.nbytes) if binv is not None else 0
 
         def handle(g: torch.Tensor) -> torch.Tensor:
+            nonlocal binv
+            if binv is None and stats.solver == "broyden" and mode.startswith("shine"):
+                raise InputError(f"backward {mode!r}: a second backward pass through the same DEQ "
+                                 "output; the forward Broyden's U, V were released after the first")
             u, binfo = backward_direction(
                 mode, vjp=vjp, g=g, binv=binv, batch_dims=nb, solver=self.backward_solver,
                 max_iter=self.backward_max_iter, tol=self.backward_tol,
                 refine_iter=self.refine_iter, threshold=self.shine_threshold,
                 rho_iters=self.rho_iters)
             info.backward = binfo
+            binv = stats.inverse_jacobian = None  # U, V are not needed again: free them now
             return u
 
         return _ImplicitGrad.apply(fz, handle)
