@@ -41,7 +41,7 @@ def test_ipm_matches_cvxpy(solved, case):
     assert res.state.certificate <= 1e-4
     # the certificate is a valid bound on the true relative gap
     assert res.state.certificate >= (val - p_star) / val - 1e-9
-    assert len(res.history) == res.state.it
+    assert len(res.history) == res.state.it  # bookkeeping: one history row per iteration of this run
     assert res.history.certificate[-1] == res.state.certificate
     V, W = res.x
     assert V.shape == W.shape == (prog.data.P, prog.data.d, 1)
@@ -241,6 +241,7 @@ def test_columnwise_matches_cvxpy_on_two_outputs():
     assert abs(val - p_star) <= 1e-4 * p_star
     assert prog.violation(res.x) <= 1e-6
     st = res.state
+    # bookkeeping within this run: the total is its columns' sum, the history ends there
     assert len(st.columns) == 2 and st.it == sum(c.it for c in st.columns)
     assert st.certificate == max(c.certificate for c in st.columns) <= 1e-5
     # the largest column certificate bounds the whole program's suboptimality
