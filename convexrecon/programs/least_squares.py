@@ -139,13 +139,13 @@ class LeastSquares(SmoothTerm):
         return v + 0.5 * self.mu * system_sumsq(x, k).double() if self.mu else v
 
     def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.value_from_normal(x, self.op.normal(x))
+        return self.value_from_normal(x, self.normal(x))
 
     def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grad_from_normal(x, self.op.normal(x))
+        return self.grad_from_normal(x, self.normal(x))
 
     def value_and_grad(self, x: torch.Tensor):
-        nx = self.op.normal(x)
+        nx = self.normal(x)
         return self.value_from_normal(x, nx), self.grad_from_normal(x, nx)
 
     def lipschitz(self) -> float:

@@ -64,23 +64,12 @@ class ShardedLeastSquares(LeastSquares):
             self.y_norm2 = float(all_reduce_sum(torch.tensor(  # on the data's device: NCCL
                 [local.y_norm2], dtype=torch.float64, device=local.aty.device)))
         self._lip = None if lipschitz is None else check_positive(lipschitz, "lipschitz")
-        self._lips: dict[int, torch.Tensor] = {}
-        self._ynorms: dict[int, torch.Tensor] = {}
         self.power_iters = int(power_iters)
 
     def normal(self, x: torch.Tensor) -> torch.Tensor:
-        """``sum_r A_r.N x`` (one all-reduce)."""
+        """``sum_r A_r.N x`` (one all-reduce); ``value`` and ``grad`` of the base term
+        go through it."""
         return all_reduce_sum(self.local.normal(x))
-
-    def value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.value_from_normal(x, self.normal(x))
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        return self.grad_from_normal(x, self.normal(x))
-
-    def value_and_grad(self, x: torch.Tensor):
-        nx = self.normal(x)
-        return self.value_from_normal(x, nx), self.grad_from_normal(x, nx)
 
     def y_norm2_per_system(self, batch_dims: int) -> torch.Tensor:
         if batch_dims:
