@@ -456,7 +456,7 @@ def train_layerwise(train: ReconData, val: ReconData, *, config: LayerwiseConfig
             with torch.no_grad():
                 blk = step.network(RECOVER_RTOL)
                 v = _eval_psnr(val, val.x0 + _complex(blk(h_va)).to(val.x0.dtype), cfg.dc_mu)
-            obj, cert = step.objective(), step.certificate()
+            obj, cert = step.objective_and_certificate()
             path.append(dict(beta_frac=frac, val_psnr=v, objective=obj, certificate=cert,
                              iterations=it, width=int(blk.first.shape[0])))
             if best is None or v > best[0]:

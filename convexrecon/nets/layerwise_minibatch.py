@@ -210,13 +210,18 @@ class BatchedLayerProgram(NuclearFilters):
         f, _, _ = self._sweep(self.check_x(x))
         return f + float(self.reg.value(x))
 
-    def certificate(self, x: torch.Tensor) -> float:
-        """Relative duality gap, the dual point the best-scaled residual (as
-        :meth:`~convexrecon.programs.relu.conv.NuclearConvProgram.certificate`)."""
+    def value_and_certificate(self, x: torch.Tensor) -> tuple[float, float]:
+        """The objective and the relative duality gap (the dual point the best-scaled
+        residual, as :meth:`~convexrecon.programs.relu.conv.NuclearConvProgram.certificate`)
+        from one pass over the images."""
         f, c, grad = self._sweep(self.check_x(x))
         primal = f + float(self.reg.value(x))
         _, dual = best_scale(-c, 2.0 * f, scale_limit(self.reg.dual_norm(grad)))
-        return max(primal - dual, 0.0) / max(abs(primal), 1e-300)
+        return primal, max(primal - dual, 0.0) / max(abs(primal), 1e-300)
+
+    def certificate(self, x: torch.Tensor) -> float:
+        """Relative duality gap (see :meth:`value_and_certificate`)."""
+        return self.value_and_certificate(x)[1]
 
 
 class LayerMiniBatch(MiniBatchConv):

@@ -128,11 +128,13 @@ class GatedStep:
         self.x = res.x
         return res.state.it
 
-    def objective(self) -> float:
-        return float(self.prog.value(self.x))
-
-    def certificate(self) -> float:
-        return float(self.prog.certificate(self.x))
+    def objective_and_certificate(self) -> tuple[float, float]:
+        """The objective and the certificate at the current point, from one ``A.N x``
+        (with DC in the step that is the per-sample CG solves; sharded, an all-reduce)."""
+        x = self.prog.check_x(self.x)
+        nx, rv = self.prog.smooth.normal(x), self.prog.reg.value(x)
+        return (float(self.prog.value(x, normal_x=nx, reg_value=rv)),
+                float(self.prog.certificate(x, normal_x=nx, reg_value=rv)))
 
     def network(self, rtol: float) -> torch.nn.Module:
         return self.prog.recover_network(self.x, rtol=rtol)
@@ -160,6 +162,9 @@ class GatedMiniBatchStep(GatedStep):
                                         images=images, n_total=n_total)
         self.epochs, self.tol, self.lr, self.seed = int(epochs), tol, float(lr), int(seed)
         self.x = None
+
+    def objective_and_certificate(self) -> tuple[float, float]:
+        return self.prog.value_and_certificate(self.x)  # one pass over the images
 
     def _solver(self):
         from convexrecon.nets.layerwise_minibatch import LayerMiniBatch
@@ -192,8 +197,9 @@ class ReluStep(GatedStep):
         self.x, self.mu = res.x, res.state.mu
         return res.state.it * self.inner
 
-    def certificate(self) -> float:
-        return float(self.prog.certificate(self.x, multipliers=self.mu))
+    def objective_and_certificate(self) -> tuple[float, float]:
+        return (float(self.prog.value(self.x)),
+                float(self.prog.certificate(self.x, multipliers=self.mu)))
 
 
 def build_step(h: torch.Tensor, Y: torch.Tensor, gates: torch.Tensor, *, form: str, solver: str,
