@@ -48,7 +48,8 @@ import torch
 from convexrecon._checks import check_choice
 from convexrecon.errors import InputError
 from convexrecon.metrics import psnr
-from convexrecon.nets.layerwise_step import SOLVERS, build_step, choose_solver, shard_psnr, shard_rms
+from convexrecon.nets.layerwise_step import (build_step, check_form_solver, choose_solver, shard_psnr,
+                                             shard_rms)
 from convexrecon.nets.layerwise_program import DC_MAX_ITER, DC_TOL, DCMap, data_consistency
 from convexrecon.operators.base import Operator
 from convexrecon.operators.conv import channels_to_complex, complex_to_channels, pad_input, random_gates
@@ -329,10 +330,7 @@ class LayerwiseConfig:
         if not isinstance(self.patterns, int) or self.patterns < 1:
             raise InputError(f"patterns: expected an integer >= 1, got {self.patterns!r}")
         check_choice(self.form, FORMS, "form")
-        check_choice(self.solver, SOLVERS, "solver")
-        if self.form == "relu" and self.solver == "minibatch":
-            raise InputError("solver: 'minibatch' is available for form 'gated' only; the relu "
-                             "form is solved full batch (auto or fista)")
+        check_form_solver(self.form, self.solver)
         if self.batch_size is not None and (isinstance(self.batch_size, bool) or self.batch_size < 1):
             raise InputError(f"batch_size: expected an integer >= 1 or None, got {self.batch_size!r}")
         if self.epochs < 1 or not self.memory_budget > 0:

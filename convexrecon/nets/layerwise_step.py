@@ -33,7 +33,7 @@ import torch
 from convexrecon.errors import InputError
 from convexrecon.nets.layerwise_program import DCMap, LayerProgram
 
-__all__ = ["SOLVERS", "step_bytes", "choose_solver", "GatedStep", "GatedMiniBatchStep",
+__all__ = ["SOLVERS", "step_bytes", "check_form_solver", "choose_solver", "GatedStep", "GatedMiniBatchStep",
            "ReluStep", "build_step", "shard_rms", "shard_psnr"]
 
 SOLVERS = ("auto", "fista", "minibatch")
@@ -49,6 +49,15 @@ def step_bytes(n: int, h: int, w: int, *, patterns: int, c_out: int = 2, itemsiz
     return int(itemsize * n * h * w * (3 * patterns * c_out + patterns))
 
 
+def check_form_solver(form: str, solver: str) -> None:
+    """InputError for an unknown solver, or ``"minibatch"`` with the ReLU form."""
+    if solver not in SOLVERS:
+        raise InputError(f"solver: expected one of {', '.join(SOLVERS)}, got {solver!r}")
+    if form == "relu" and solver == "minibatch":
+        raise InputError("solver: 'minibatch' is available for form 'gated' only; the relu "
+                         "form is solved full batch (auto or fista)")
+
+
 def choose_solver(solver: str, *, form: str, n: int, h: int, w: int, patterns: int,
                   budget_bytes: float, batch_size: int | None = None,
                   itemsize: int = 4) -> tuple[str, int]:
@@ -57,12 +66,8 @@ def choose_solver(solver: str, *, form: str, n: int, h: int, w: int, patterns: i
     images is at most ``budget_bytes``, else minibatch with the largest batch that
     fits (at least 1). The ReLU form has no minibatch solver here: ``"auto"`` keeps it
     full batch, ``"minibatch"`` is an InputError."""
-    if solver not in SOLVERS:
-        raise InputError(f"solver: expected one of {', '.join(SOLVERS)}, got {solver!r}")
+    check_form_solver(form, solver)
     if form == "relu":
-        if solver == "minibatch":
-            raise InputError("solver: 'minibatch' is available for --form gated only; the relu "
-                             "form is solved full batch (auto or fista)")
         return "fista", n
     one = step_bytes(1, h, w, patterns=patterns, itemsize=itemsize)
     if solver == "auto":
