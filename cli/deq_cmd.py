@@ -22,7 +22,6 @@ from convexrecon.errors import InputError
 __all__ = ["train_deq", "train_unrolled", "TRAIN_DEQ_EPILOG", "TRAIN_UNROLLED_EPILOG"]
 
 SOLVER_NAMES = ("anderson", "broyden", "picard")
-BACKWARD_NAMES = ("ift", "jfb", "shine", "shine-opa", "shine-refine")
 DENOISER_NAMES = ("cnn", "unet")
 DC_NAMES = ("prox-grad", "cg")
 UNROLLED_NAMES = ("modl",)
@@ -251,10 +250,13 @@ def train_deq(
     threads: Optional[int] = _OPT["threads"], quiet: bool = _OPT["quiet"],
 ) -> None:
     """Train a deep-equilibrium reconstructor (IFT, JFB or SHINE backward)."""
+    from convexrecon.implicit.backward import BACKWARDS
+    from convexrecon.implicit.deq import SHINE_MODES
+
     solver_name = _choice(solver, SOLVER_NAMES, "--solver")
-    backward_name = _choice(backward, BACKWARD_NAMES, "--backward")
+    backward_name = _choice(backward, BACKWARDS, "--backward")
     dc_name = _choice(dc, DC_NAMES, "--dc")
-    if backward_name in ("shine", "shine-opa", "shine-refine") and solver_name != "broyden":
+    if backward_name in SHINE_MODES and solver_name != "broyden":
         raise InputError(f"--backward {backward_name} needs --solver broyden (SHINE reuses the forward "
                          f"Broyden's inverse-Jacobian estimate), got --solver {solver_name}")
     _positive(max_iter, "--max-iter", integer=True)

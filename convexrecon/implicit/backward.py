@@ -192,12 +192,9 @@ def backward_direction(mode: str, *, vjp: Vjp, g: torch.Tensor, binv: BroydenInv
         return ift(vjp, g, solver=solver, max_iter=max_iter, tol=tol, batch_dims=batch_dims)
     if mode == "jfb":
         return jfb(g)
-    if mode == "shine":
+    if mode in ("shine", "shine-opa"):  # OPA differs in the forward only
         return shine(vjp, g, binv, batch_dims=batch_dims, threshold=threshold,
-                     rho_iters=rho_iters, generator=generator)
-    if mode == "shine-opa":
-        return shine(vjp, g, binv, batch_dims=batch_dims, threshold=threshold,
-                     rho_iters=rho_iters, generator=generator, mode="shine-opa")
+                     rho_iters=rho_iters, generator=generator, mode=mode)
     if mode == "shine-refine":
         return shine_refine(vjp, g, binv, refine_iter=refine_iter, solver=solver, tol=tol,
                             batch_dims=batch_dims, threshold=threshold, rho_iters=rho_iters,
