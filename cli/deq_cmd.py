@@ -239,7 +239,9 @@ def train_deq(
     backward: str = typer.Option("ift", "--backward", help="ift, jfb, shine, shine-opa or shine-refine."),
     opa_every: int = typer.Option(1, "--opa-every", help="shine-opa: an outer-problem-aware update every N forward iterations."),
     spectral_norm: bool = typer.Option(False, "--spectral-norm", help="Spectrally normalise the denoiser."),
-    jac_reg: float = typer.Option(0.0, "--jac-reg", help="Jacobian regularisation weight (Hutchinson)."),
+    jac_reg: float = typer.Option(0.0, "--jac-reg", help="Jacobian regularisation weight (Hutchinson ||J||_F^2 per unknown)."),
+    rho_reg: float = typer.Option(0.0, "--rho-reg", help="Weight of the hinge relu(rho - target)^2 on the measured contraction rho at z* (0: off)."),
+    rho_target: float = typer.Option(0.9, "--rho-target", help="The contraction the --rho-reg hinge keeps rho under, in (0, 1)."),
     warm_start: bool = typer.Option(False, "--warm-start", help="Start each slice from its last fixed point."),
     max_iter: int = typer.Option(30, "--max-iter", help="Forward iterations."),
     tol: float = typer.Option(1e-3, "--tol", help="Forward relative residual tolerance."),
@@ -263,9 +265,13 @@ def train_deq(
     _positive(opa_every, "--opa-every", integer=True)
     _positive(tol, "--tol")
     _positive(jac_reg, "--jac-reg", zero=True)
+    _positive(rho_reg, "--rho-reg", zero=True)
+    if not 0 < rho_target < 1:
+        raise InputError(f"--rho-target: expected a contraction bound in (0, 1), got {rho_target}")
     kwargs = dict(_denoiser_options(denoiser, features, depth, skip), dc=dc_name,
                   spectral_norm=spectral_norm, solver=solver_name, backward=backward_name,
-                  max_iter=max_iter, tol=tol, jac_reg=jac_reg, monitor_rho=False)
+                  max_iter=max_iter, tol=tol, jac_reg=jac_reg, rho_reg=rho_reg, rho_target=rho_target,
+                  monitor_rho=False)
     if backward_name == "shine-opa":
         kwargs["opa_every"] = opa_every
     spec = {"factory": "convexrecon.implicit.factory:build_deq", "kwargs": kwargs}

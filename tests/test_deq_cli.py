@@ -26,7 +26,7 @@ def test_train_deq_writes_a_loadable_checkpoint_and_resumes_with_warm_starts(tmp
     out = tmp_path / "deq"
     runner = CliRunner()
     args = ["train-deq", *TINY, "--solver", "broyden", "--backward", "shine", "--warm-start",
-            "--max-iter", "15", "--out", str(out)]
+            "--max-iter", "15", "--rho-reg", "1", "--out", str(out)]
     _ok(runner.invoke(app, args + ["--epochs", "1"]))
     for name in ("checkpoint.pt", "metrics.json", "loss.png"):
         assert (out / name).is_file()
@@ -37,10 +37,11 @@ def test_train_deq_writes_a_loadable_checkpoint_and_resumes_with_warm_starts(tmp
     _ok(runner.invoke(app, args + ["--epochs", "2", "--resume"]))
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["epochs"]) == 2 and "train_fwd_iters" in metrics["epochs"][1]
+    assert "train_rho" in metrics["epochs"][1]  # the hinge measures rho in every step
     # an existing run is not overwritten without --resume
     _bad(runner.invoke(app, args + ["--epochs", "2"]), "--resume")
     model = load_model(out / "checkpoint.pt")
-    assert isinstance(model, DEQ) and model.backward == "shine"
+    assert isinstance(model, DEQ) and model.backward == "shine" and model.rho_reg == 1.0
     # the recon command applies the trained DEQ to a k-space file (forward(y, A) protocol)
     import numpy as np
 
@@ -87,6 +88,8 @@ def test_train_unrolled_modl(tmp_path):
     (["--problem", "nope"], ("--problem",)),
     (["--mask", "spiral"], ("--mask",)),
     (["--jac-reg", "-1"], ("--jac-reg",)),
+    (["--rho-reg", "-1"], ("--rho-reg",)),
+    (["--rho-target", "1.5"], ("--rho-target",)),
     (["--skip", "-1"], ("--skip",)),
     (["--device", "tpu"], ()),
 ])

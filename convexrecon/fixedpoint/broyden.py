@@ -56,6 +56,7 @@ class BroydenInverse:
     dtype: torch.dtype
 
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
+        self._check()
         if tuple(x.shape) != tuple(self.shape):
             raise InputError(f"x: expected shape {tuple(self.shape)}, got {tuple(x.shape)}")
         x = x.to(self.dtype)
@@ -80,13 +81,29 @@ class BroydenInverse:
 
     def to_dense(self) -> torch.Tensor:
         """``(n, d, d)`` dense ``B`` (tiny problems and tests only)."""
+        self._check()
         n, _, d = self.U.shape
         eye = torch.eye(d, dtype=self.U.dtype, device=self.U.device).expand(n, d, d)
         return -eye + torch.einsum("nmd,nme->nde", self.U, self.V)
 
     @property
     def nbytes(self) -> int:
-        return self.U.numel() * self.U.element_size() * 2
+        return 0 if self.released else self.U.numel() * self.U.element_size() * 2
+
+    @property
+    def released(self) -> bool:
+        """Whether :meth:`release` has dropped ``U, V``."""
+        return self.U is None
+
+    def release(self) -> None:
+        """Drop ``U, V`` (their memory is freed once nothing else holds them); the
+        estimate cannot be applied afterwards."""
+        self.U = self.V = None  # type: ignore[assignment]
+
+    def _check(self) -> None:
+        if self.released:
+            raise InputError("BroydenInverse: U, V were released (a SHINE backward frees them after "
+                             "its one use)")
 
 
 class _Pairs:

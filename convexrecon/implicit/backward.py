@@ -132,29 +132,37 @@ def jfb(g: torch.Tensor) -> tuple[torch.Tensor, BackwardInfo]:
 
 def shine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, batch_dims: int = 1,
           threshold: float | None = None, rho_iters: int = 5,
-          generator: torch.Generator | None = None, mode: str = "shine"
-          ) -> tuple[torch.Tensor, BackwardInfo]:
+          generator: torch.Generator | None = None, mode: str = "shine",
+          rho: torch.Tensor | None = None, release: bool = False) -> tuple[torch.Tensor, BackwardInfo]:
     """SHINE: ``u = -B^T g`` with a per-sample fallback to ``g``.
 
     Args:
         threshold: a fixed fallback factor ``c``; ``None`` sets it per sample from a
             ``rho`` estimate of ``rho_iters`` power iterations (:func:`shine_threshold`).
+        rho: a ``(*batch,)`` estimate already measured at this ``z*`` (the forward's
+            ``monitor_rho`` or ``rho_reg``); it replaces the power iterations.
+        release: drop ``binv``'s ``U, V`` once ``-B^T g`` is formed, before the ``rho``
+            power iterations (the caller's last use of them: less memory at the peak).
     """
     if not isinstance(binv, BroydenInverse):
         raise InputError(f"backward {mode!r} needs the forward Broyden's inverse-Jacobian estimate "
                          "(solver='broyden')")
     t0 = time.perf_counter()
+    with torch.no_grad():
+        u = -binv.rmatvec(g.detach())
+    if release:
+        binv.release()
     vjp_c, count = _counting(vjp)
-    rho = None
     if threshold is None:
-        rho = estimate_rho(vjp_c, g, iters=rho_iters, batch_dims=batch_dims, generator=generator)
+        if rho is None:
+            rho = estimate_rho(vjp_c, g, iters=rho_iters, batch_dims=batch_dims, generator=generator)
         c = shine_threshold(rho)
     else:
         if not float(threshold) > 0:
             raise InputError(f"threshold: expected a number > 0, got {threshold!r}")
         c = torch.full(g.shape[:batch_dims], float(threshold), dtype=torch.float64)
+        rho = None
     with torch.no_grad():
-        u = -binv.rmatvec(g.detach())
         nu, ng = _norms(u, batch_dims), _norms(g, batch_dims)
         c = c.to(nu.device)
         fallback = ~torch.isfinite(nu) | (nu.to(torch.float64) > c * ng.to(torch.float64))
@@ -170,10 +178,11 @@ def shine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, batch_dims: int = 
 def shine_refine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, refine_iter: int = 5,
                  solver: str = "anderson", tol: float = 1e-6, batch_dims: int = 1,
                  threshold: float | None = None, rho_iters: int = 5,
-                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, BackwardInfo]:
-    """SHINE's ``u`` refined by ``refine_iter`` iterations of the IFT solve."""
+                 generator: torch.Generator | None = None, rho: torch.Tensor | None = None,
+                 release: bool = False) -> tuple[torch.Tensor, BackwardInfo]:
+    """SHINE's ``u`` (:func:`shine`) refined by ``refine_iter`` iterations of the IFT solve."""
     u0, sinfo = shine(vjp, g, binv, batch_dims=batch_dims, threshold=threshold,
-                      rho_iters=rho_iters, generator=generator)
+                      rho_iters=rho_iters, generator=generator, rho=rho, release=release)
     u, rinfo = ift(vjp, g, solver=solver, max_iter=refine_iter, tol=tol, batch_dims=batch_dims,
                    u0=u0, mode="shine-refine")
     sinfo.mode, sinfo.stats = "shine-refine", rinfo.stats
@@ -185,18 +194,20 @@ def shine_refine(vjp: Vjp, g: torch.Tensor, binv: BroydenInverse, *, refine_iter
 def backward_direction(mode: str, *, vjp: Vjp, g: torch.Tensor, binv: BroydenInverse | None,
                        batch_dims: int, solver: str = "anderson", max_iter: int = 50,
                        tol: float = 1e-6, refine_iter: int = 5, threshold: float | None = None,
-                       rho_iters: int = 5,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, BackwardInfo]:
-    """Dispatch on ``mode`` (one of :data:`BACKWARDS`)."""
+                       rho_iters: int = 5, generator: torch.Generator | None = None,
+                       rho: torch.Tensor | None = None,
+                       release: bool = False) -> tuple[torch.Tensor, BackwardInfo]:
+    """Dispatch on ``mode`` (one of :data:`BACKWARDS`); ``rho`` and ``release`` go to
+    the SHINE modes (:func:`shine`)."""
     if mode == "ift":
         return ift(vjp, g, solver=solver, max_iter=max_iter, tol=tol, batch_dims=batch_dims)
     if mode == "jfb":
         return jfb(g)
     if mode in ("shine", "shine-opa"):  # OPA differs in the forward only
         return shine(vjp, g, binv, batch_dims=batch_dims, threshold=threshold,
-                     rho_iters=rho_iters, generator=generator, mode=mode)
+                     rho_iters=rho_iters, generator=generator, mode=mode, rho=rho, release=release)
     if mode == "shine-refine":
         return shine_refine(vjp, g, binv, refine_iter=refine_iter, solver=solver, tol=tol,
                             batch_dims=batch_dims, threshold=threshold, rho_iters=rho_iters,
-                            generator=generator)
+                            generator=generator, rho=rho, release=release)
     raise InputError(f"backward: expected one of {', '.join(map(repr, BACKWARDS))}, got {mode!r}")

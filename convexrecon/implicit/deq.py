@@ -36,7 +36,7 @@ from convexrecon.errors import InputError
 from convexrecon.fixedpoint import SOLVERS, FixedPointStats
 from convexrecon.implicit.backward import BACKWARDS, BackwardInfo, backward_direction
 from convexrecon.implicit.maps import batch_dims_of
-from convexrecon.implicit.stabilize import estimate_rho, hutchinson_jac_fro2, jacobian_vjp
+from convexrecon.implicit.stabilize import hutchinson_jac_fro2, jacobian_vjp, power_rho, rho_excess
 from convexrecon.operators.base import Operator
 
 __all__ = ["DEQ", "DEQInfo", "outer_grad_from_loss"]
@@ -71,9 +71,11 @@ class DEQInfo:
         forward: the forward solve's :class:`FixedPointStats`.
         forward_seconds: its wall-clock.
         backward: the backward direction's :class:`BackwardInfo` (after ``backward()``).
-        rho: ``(*batch,)`` contraction estimate at ``z*`` (``monitor_rho`` or SHINE).
+        rho: ``(*batch,)`` contraction estimate at ``z*`` (``monitor_rho``, ``rho_reg`` or SHINE).
         jac_fro2: ``(*batch,)`` Hutchinson estimate of ``||J_f(z*)||_F^2`` (on the
             tape) when Jacobian regularisation is on.
+        rho_excess: ``(*batch,)`` ``relu(rho - rho_target)^2`` on the tape when the
+            ``rho`` hinge is on (``rho_reg > 0``).
         dof: real unknowns per sample (``2 * prod(A.ishape)`` for complex images).
         opa_vjps: VJPs the forward spent on outer-problem-aware updates (``shine-opa``).
         solver_bytes: bytes of the forward solver's state kept for the backward
@@ -87,6 +89,7 @@ class DEQInfo:
     backward: BackwardInfo | None = None
     rho: torch.Tensor | None = None
     jac_fro2: torch.Tensor | None = field(default=None, repr=False)
+    rho_excess: torch.Tensor | None = field(default=None, repr=False)
     dof: int = 1
     opa_vjps: int = 0
     solver_bytes: int = 0
@@ -141,6 +144,10 @@ class DEQ(nn.Module):
         monitor_rho: measure ``rho`` in every training call (divergence detection).
         jac_reg: weight of the Jacobian regulariser (:meth:`extra_loss`); 0 is off.
         jac_probes: Hutchinson probes per call.
+        rho_reg: weight of the hinge ``mean relu(rho - rho_target)^2`` on the measured
+            contraction (:func:`~convexrecon.implicit.stabilize.rho_excess`, in
+            :meth:`extra_loss`); 0 is off. It measures ``rho`` in every training call.
+        rho_target: the contraction the hinge holds ``rho`` under, in (0, 1).
         divergence: blow-up factor of the forward residual that counts as divergence.
     """
 
@@ -150,6 +157,7 @@ class DEQ(nn.Module):
                  backward_tol: float = 1e-6, refine_iter: int = 5,
                  shine_threshold: float | None = None, rho_iters: int = 5,
                  monitor_rho: bool = False, jac_reg: float = 0.0, jac_probes: int = 1,
+                 rho_reg: float = 0.0, rho_target: float = 0.9,
                  divergence: float = 1e4, opa_every: int = 1) -> None:
         super().__init__()
         if not hasattr(fmap, "bind") or not hasattr(fmap, "init"):
@@ -172,6 +180,11 @@ class DEQ(nn.Module):
         if not float(jac_reg) >= 0:
             raise InputError(f"jac_reg: expected a weight >= 0, got {jac_reg!r}")
         self.jac_reg, self.jac_probes = float(jac_reg), int(jac_probes)
+        if not float(rho_reg) >= 0:
+            raise InputError(f"rho_reg: expected a weight >= 0, got {rho_reg!r}")
+        if not 0 < float(rho_target) < 1:
+            raise InputError(f"rho_target: expected a contraction bound in (0, 1), got {rho_target!r}")
+        self.rho_reg, self.rho_target = float(rho_reg), float(rho_target)
         self.divergence = float(divergence)
         if isinstance(opa_every, bool) or not isinstance(opa_every, int) or opa_every < 1:
             raise InputError(f"opa_every: expected an integer >= 1, got {opa_every!r}")
@@ -279,12 +292,14 @@ class DEQ(nn.Module):
         if not torch.is_grad_enabled():
             return f(zs)
         mode = self.backward
-        tape_z = mode != "jfb" or self.monitor_rho or self.jac_reg > 0
+        tape_z = mode != "jfb" or self.monitor_rho or self.jac_reg > 0 or self.rho_reg > 0
         zt = zs.detach().requires_grad_(tape_z)
         fz = f(zt)
         vjp = jacobian_vjp(fz, zt) if tape_z else None
-        if self.monitor_rho:
-            info.rho = estimate_rho(vjp, zt, iters=self.rho_iters, batch_dims=nb)
+        if self.monitor_rho or self.rho_reg > 0:
+            info.rho, v = power_rho(vjp, zt, iters=self.rho_iters, batch_dims=nb)
+            if self.rho_reg > 0:
+                info.rho_excess = rho_excess(fz, zt, v, target=self.rho_target, batch_dims=nb)
         if self.jac_reg > 0:
             info.jac_fro2 = hutchinson_jac_fro2(fz, zt, probes=self.jac_probes, batch_dims=nb)
         binv = stats.inverse_jacobian
@@ -292,27 +307,35 @@ class DEQ(nn.Module):
 
         def handle(g: torch.Tensor) -> torch.Tensor:
             nonlocal binv
-            if binv is None and stats.solver == "broyden" and mode.startswith("shine"):
+            if mode in SHINE_MODES and (binv is None or binv.released):
                 raise InputError(f"backward {mode!r}: a second backward pass through the same DEQ "
                                  "output; the forward Broyden's U, V were released after the first")
+            # SHINE forms -B^T g first and drops U, V (release) before anything else runs;
+            # a rho measured in the forward replaces its power iterations
             u, binfo = backward_direction(
                 mode, vjp=vjp, g=g, binv=binv, batch_dims=nb, solver=self.backward_solver,
                 max_iter=self.backward_max_iter, tol=self.backward_tol,
                 refine_iter=self.refine_iter, threshold=self.shine_threshold,
-                rho_iters=self.rho_iters)
+                rho_iters=self.rho_iters, rho=info.rho, release=True)
             info.backward = binfo
-            binv = stats.inverse_jacobian = None  # U, V are not needed again: free them now
+            binv = stats.inverse_jacobian = None  # U, V are not needed again
             return u
 
         return _ImplicitGrad.apply(fz, handle)
 
     def extra_loss(self) -> torch.Tensor | float:
-        """``jac_reg * mean ||J_f||_F^2 / d`` of the last call (0 without JR).
+        """The stabilisers' loss terms of the last call (0 when both are off).
 
-        The estimate is divided by the number of real unknowns per sample ``d``, so
-        one weight means the same at every image size.
+        ``jac_reg * mean ||J_f||_F^2 / d``: the Hutchinson estimate divided by the number
+        of real unknowns per sample ``d``, so one weight means the same at every image
+        size; plus ``rho_reg * mean relu(rho - rho_target)^2``.
         """
         info = self.last_info
-        if info is None or info.jac_fro2 is None or self.jac_reg == 0:
-            return 0.0
-        return self.jac_reg * info.jac_fro2.mean() / info.dof
+        total: torch.Tensor | float = 0.0
+        if info is None:
+            return total
+        if info.jac_fro2 is not None and self.jac_reg > 0:
+            total = total + self.jac_reg * info.jac_fro2.mean() / info.dof
+        if info.rho_excess is not None and self.rho_reg > 0:
+            total = total + self.rho_reg * info.rho_excess.mean()
+        return total

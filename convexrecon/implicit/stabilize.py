@@ -1,5 +1,6 @@
-"""Stabilisers of a DEQ map: spectral normalisation, Jacobian regularisation, the
-contraction estimate ``rho`` and divergence checks.
+"""Stabilisers of a DEQ map: spectral normalisation, Jacobian regularisation (the
+Hutchinson Frobenius term, and a hinge on the measured ``rho``), the contraction
+estimate ``rho`` and divergence checks.
 
 Nothing here *guarantees* a contraction. Torch's spectral normalisation divides
 each convolution's kernel by the largest singular value of the kernel reshaped to
@@ -23,8 +24,8 @@ from torch import nn
 
 from convexrecon.errors import InputError
 
-__all__ = ["apply_spectral_norm", "real_probe", "hutchinson_jac_fro2", "estimate_rho",
-           "jacobian_vjp"]
+__all__ = ["apply_spectral_norm", "real_probe", "hutchinson_jac_fro2", "estimate_rho", "power_rho",
+           "rho_excess", "jacobian_vjp"]
 
 
 def apply_spectral_norm(module: nn.Module, *, n_power_iterations: int = 1) -> nn.Module:
@@ -96,6 +97,28 @@ def hutchinson_jac_fro2(fz: torch.Tensor, z: torch.Tensor, *, probes: int = 1, b
     return total / probes
 
 
+def power_rho(vjp: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor, *,
+              iters: int = 5, batch_dims: int = 1,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``rho`` by ``iters`` power iterations of ``J^T`` (no tape), and the unit
+    vector ``v`` whose VJP gave it (``rho = ||J^T v||``), for :func:`rho_excess`."""
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise InputError(f"iters: expected an integer >= 1, got {iters!r}")
+    shape = tuple(like.shape[:batch_dims]) + (1,) * (like.ndim - batch_dims)
+    with torch.no_grad():
+        v = real_probe(like, generator=generator)
+        v = v / torch.sqrt(_sq_norm(v, batch_dims)).reshape(shape)
+        rho = torch.zeros(like.shape[:batch_dims], dtype=like.real.dtype if like.is_complex()
+                          else like.dtype, device=like.device)
+        for k in range(iters):
+            w = vjp(v).detach()
+            rho = torch.sqrt(_sq_norm(w, batch_dims)).reshape(rho.shape)
+            if k < iters - 1:
+                safe = torch.where(rho > 0, rho, torch.ones_like(rho))
+                v = w / safe.reshape(shape)
+    return rho, v
+
+
 def estimate_rho(vjp: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor, *,
                  iters: int = 5, batch_dims: int = 1,
                  generator: torch.Generator | None = None) -> torch.Tensor:
@@ -105,17 +128,23 @@ def estimate_rho(vjp: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor
     the last one, which tends to the spectral radius of ``J`` (from below, for
     few iterations). Runs without the tape.
     """
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise InputError(f"iters: expected an integer >= 1, got {iters!r}")
-    shape = tuple(like.shape[:batch_dims]) + (1,) * (like.ndim - batch_dims)
-    with torch.no_grad():
-        v = real_probe(like, generator=generator)
-        v = v / torch.sqrt(_sq_norm(v, batch_dims)).reshape(shape)
-        rho = torch.zeros(like.shape[:batch_dims], dtype=like.real.dtype if like.is_complex()
-                          else like.dtype, device=like.device)
-        for _ in range(iters):
-            w = vjp(v).detach()
-            rho = torch.sqrt(_sq_norm(w, batch_dims)).reshape(rho.shape)
-            safe = torch.where(rho > 0, rho, torch.ones_like(rho))
-            v = w / safe.reshape(shape)
-    return rho
+    return power_rho(vjp, like, iters=iters, batch_dims=batch_dims, generator=generator)[0]
+
+
+def rho_excess(fz: torch.Tensor, z: torch.Tensor, v: torch.Tensor, *, target: float,
+               batch_dims: int = 1) -> torch.Tensor:
+    """``relu(||J_f(z)^T v|| - target)^2`` per sample, differentiable in the map's parameters.
+
+    ``v`` is :func:`power_rho`'s unit vector, so ``||J^T v||`` is the ``rho`` estimate;
+    with ``v`` held fixed its gradient is that of the top of ``J``'s spectrum along
+    ``v``. Added to a training loss it pushes ``rho`` back under ``target`` only where
+    it has crossed it (the spectral counterpart of :func:`hutchinson_jac_fro2`, which
+    penalises the mean squared singular value and so every direction, the ones
+    denoising needs included). One VJP with ``create_graph`` (double backward).
+    """
+    if not 0 < float(target) < 1:
+        raise InputError(f"target: expected a contraction bound in (0, 1), got {target!r}")
+    vjp = jacobian_vjp(fz, z, create_graph=True)
+    sq = _sq_norm(vjp(v.detach()), batch_dims)
+    rho = torch.sqrt(sq.clamp_min(torch.finfo(sq.dtype).tiny))
+    return torch.relu(rho - float(target)).pow(2)

@@ -2,7 +2,7 @@
 
 - :func:`recon_loss_fn`: ``loss_fn(model, batch)`` for any ``forward(y, A)`` model on
   a :class:`convexrecon.data.Batch`: the mean normalised squared error, plus the
-  model's ``extra_loss()`` (Jacobian regularisation of a DEQ). With a
+  model's ``extra_loss()`` (a DEQ's Jacobian regularisation and ``rho`` hinge). With a
   :class:`WarmStartCache`, a DEQ starts each sample from its last fixed point, moved
   into the frame (low-resolution phase and norm) of the sample's new data (see
   :mod:`convexrecon.implicit.warmstart`). The DEQ's forward
@@ -75,7 +75,7 @@ def recon_loss_fn(*, warm: WarmStartCache | None = None) -> Callable[[nn.Module,
             info = inner.last_info
             reg = inner.extra_loss()
             if isinstance(reg, torch.Tensor):
-                extras["jac_reg"] = float(reg.detach())
+                extras["stab_reg"] = float(reg.detach())  # Jacobian + rho-hinge terms
                 loss = loss + reg
             extras["fwd_iters"] = float(info.forward.iterations.to(torch.float64).mean())
             extras["fwd_residual"] = float(info.forward.best_rel_residual.max())
