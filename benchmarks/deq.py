@@ -27,8 +27,10 @@ the train / val / test slabs are disjoint):
    tensors (``_deq_memory.py``; the full run adds glibc's default).
 5. **Quality** on the test slab: PSNR / SSIM of the DEQ, MoDL-5, MoDL-10 and
    L1-wavelet (lambda chosen on the validation slices), with paired 95% intervals.
-6. **Stability**: vanilla DEQ against spectral norm and Jacobian regularisation, same
-   learning rate, initialisation and seeds; loss curves as PNG.
+6. **Stability**: vanilla DEQ against spectral norm, Jacobian regularisation (two
+   weights) and the ``rho`` hinge, same learning rate, initialisation and seeds; ``rho``
+   at the validation fixed points after training; loss curves as PNG
+   (``_deq_stability.py``).
 7. **Radial generalisation**: DEQ and MoDL-5 trained on every-n-th radial spokes and
    tested on equiangular spokes, against L1-wavelet.
 8. **Stack-of-stars**: a volume of consecutive test-slab slices, one equiangular
@@ -221,7 +223,7 @@ def main() -> None:
         # chosen on the validation slices (docs/BENCHMARKS.md): 4 epochs at lr 3e-3 take
         # every learned model past L1-wavelet on validation within the CPU budget
         P = dict(size=64, coils=8, n_train=64, n_val=8, n_test=25, epochs=4, lr=3e-3, batch=4,
-                 features=32, depth=5, max_iter=30, seeds=3, stab_epochs=1, l1_iters=100,
+                 features=32, depth=5, max_iter=30, seeds=3, stab_epochs=4, l1_iters=100,
                  backward_batches=4, mem_size=256, sos_partitions=16)
     if args.lr is not None:
         P["lr"] = args.lr
@@ -309,9 +311,9 @@ def main() -> None:
 
         mem_cfg = dict(size=P["mem_size"], coils=P["coils"], batch=B, features=P["features"], depth=P["depth"],
                        skip=P["skip"], max_iter=P["max_iter"])
-        # the live tensors ("fixed": within 0.5 MB between processes); glibc's default heap too
-        # in the full run (see _deq_memory.py, which also runs alone)
-        repeats, allocs = (1, ("fixed",)) if args.quick else (3, ("fixed", "default"))
+        # the live tensors ("fixed": within 0.5 MB between fresh processes, so one process per
+        # model); glibc's default heap varies between processes: `_deq_memory.py --allocator both`
+        repeats, allocs = 1, ("fixed",)
         mem = {}
         for alloc in allocs:
             mem[alloc] = {k: _deq_memory.measure(k, repeats=repeats, allocator=alloc, threads=args.threads,
@@ -356,23 +358,16 @@ def sections_5_to_8(c: dict[str, Any]) -> None:
     print(f"DEQ - MoDL-5: {d5[0]:+.2f} dB [{d5[1]:+.2f}, {d5[2]:+.2f}]; DEQ - L1: {dl1[0]:+.2f} dB "
           f"[{dl1[1]:+.2f}, {dl1[2]:+.2f}] (paired 95%, n={len(q['modl-5']['psnr'])})")
 
-    print("\n6. stability: vanilla vs spectral norm vs Jacobian regularisation")
+    print("\n6. stability: vanilla vs spectral norm vs Jacobian regularisation vs the rho hinge "
+          "(Anderson + JFB; rho measured on the validation fixed points after training)")
     t_sec = time.perf_counter()
-    curves: dict[str, list[list[float]]] = {}
-    stab_rows = []
-    for name, kw in (("vanilla", {}), ("spectral-norm", {"spectral_norm": True}), ("jac-reg", {"jac_reg": 1.0})):
-        for s in range(P["seeds"]):
-            model = deq(seed=s, solver="anderson", solver_options={"memory": 5}, backward="jfb", **kw)
-            r = train(model, data, val, epochs=P["stab_epochs"], lr=lr, batch_size=B, seed=s,
-                      label=f"{name} s{s}")
-            if s == 0:
-                q[f"deq (jfb, {name}, {P['stab_epochs']} epochs)"] = evaluate(model, test, B)
-            curves.setdefault(name, []).append(r["steps"])
-            h = r["history"][-1]
-            stab_rows.append([name, s, f"{h['val_psnr']:.2f}", sum(x["skipped"] for x in r["history"]),
-                              f"{h.get('fwd_iters', float('nan')):.1f}"])
-    print(table(["variant", "seed", "val PSNR", "skipped", "fwd iters"], stab_rows))
-    png = plot_curves(curves, args.out / "deq_stability.png")
+    from _deq_stability import plot_curves, stability, table_rows
+
+    st = stability(deq, train, evaluate, batches, data=data, val=val, test=test, seeds=P["seeds"],
+                   epochs=P["stab_epochs"], lr=lr, batch_size=B)
+    q.update(st["quality"])
+    print(table(*table_rows(st["rows"])))
+    png = plot_curves(st["curves"], args.out / "deq_stability.png")
     print(f"loss curves: {png}  (section {time.perf_counter() - t_sec:.0f} s)")
     print("\ntest-slab quality of every model (PSNR / SSIM of magnitudes)")
     print(table(["method", "PSNR dB", "SSIM"], [[k, f"{v['psnr_mean']:.2f}", f"{v['ssim_mean']:.4f}"] for k, v in q.items()]))
@@ -450,27 +445,6 @@ def stack_of_stars(deq_r, m5_r, test_ds, lam: float, P: dict, seed: int) -> None
     print(f"stack-of-stars DEQ - MoDL-5: {s5[0]:+.2f} dB [{s5[1]:+.2f}, {s5[2]:+.2f}]; DEQ - L1: "
           f"{sl1[0]:+.2f} dB [{sl1[1]:+.2f}, {sl1[2]:+.2f}] (paired 95% over partitions, n={nz}; "
           f"neighbouring partitions are correlated)  (section {time.perf_counter() - t_sec:.0f} s)")
-
-
-def plot_curves(curves: dict[str, list[list[float]]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    from convexrecon.viz import save_figure
-
-    fig = Figure(figsize=(7, 4))
-    ax = fig.add_subplot(1, 1, 1)
-    for (name, runs), color in zip(curves.items(), ("C0", "C1", "C2")):
-        for k, steps in enumerate(runs):
-            ax.plot(range(1, len(steps) + 1), steps, color=color, lw=1, alpha=0.8,
-                    label=name if k == 0 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (NMSE + reg.)")
-    ax.set_yscale("log")
-    ax.legend()
-    return save_figure(fig, path)
 
 
 if __name__ == "__main__":
