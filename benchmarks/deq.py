@@ -95,6 +95,28 @@ def batches(split, batch_size: int, *, epoch: int = 0, shuffle_seed: int | None 
         yield collate([ds[i] for i in order[s:s + batch_size]])
 
 
+QUICK = dict(size=32, coils=4, n_train=12, n_val=4, n_test=6, epochs=5, lr=3e-3, batch=4, features=16,
+             depth=4, max_iter=30, seeds=1, stab_epochs=1, l1_iters=30, backward_batches=1, mem_size=128,
+             sos_partitions=6, skip=0.8)
+# chosen on the validation slices (docs/BENCHMARKS.md): 4 epochs at lr 3e-3 take every
+# learned model past L1-wavelet on validation within the CPU budget
+FULL = dict(size=64, coils=8, n_train=64, n_val=8, n_test=25, epochs=4, lr=3e-3, batch=4, features=32,
+            depth=5, max_iter=30, seeds=3, stab_epochs=4, l1_iters=100, backward_batches=4, mem_size=256,
+            sos_partitions=16, skip=0.8)
+
+
+def make_deq(P: dict[str, Any], *, seed: int = 0, **kw) -> DEQ:
+    """The benchmark's DEQ (CG data consistency, Broyden forward, IFT backward unless
+    ``kw`` says otherwise) for configuration ``P``, seeded."""
+    torch.manual_seed(seed)
+    opts = dict(denoiser="cnn", denoiser_options={"features": P["features"], "depth": P["depth"],
+                                                  "skip": P["skip"]},
+                dc="cg", cg_iter=10, solver="broyden", backward="ift", max_iter=P["max_iter"], tol=1e-3,
+                backward_max_iter=200, backward_tol=1e-3, solver_options={"memory": P["max_iter"]})
+    opts.update(kw)
+    return build_deq(**opts)
+
+
 # -- training ---------------------------------------------------------------------
 def train(model: torch.nn.Module, data, val, *, epochs: int, lr: float, batch_size: int, seed: int,
           label: str = "") -> dict[str, Any]:
@@ -215,16 +237,7 @@ def main() -> None:
                     help="training epochs of sections 1, 3, 5 and 7 (default: the configuration's)")
     args = ap.parse_args()
     print(configure(args.threads))
-    if args.quick:
-        P = dict(size=32, coils=4, n_train=12, n_val=4, n_test=6, epochs=5, lr=3e-3, batch=4,
-                 features=16, depth=4, max_iter=30, seeds=1, stab_epochs=1, l1_iters=30,
-                 backward_batches=1, mem_size=128, sos_partitions=6)
-    else:
-        # chosen on the validation slices (docs/BENCHMARKS.md): 4 epochs at lr 3e-3 take
-        # every learned model past L1-wavelet on validation within the CPU budget
-        P = dict(size=64, coils=8, n_train=64, n_val=8, n_test=25, epochs=4, lr=3e-3, batch=4,
-                 features=32, depth=5, max_iter=30, seeds=3, stab_epochs=4, l1_iters=100,
-                 backward_batches=4, mem_size=256, sos_partitions=16)
+    P = dict(QUICK if args.quick else FULL)
     if args.lr is not None:
         P["lr"] = args.lr
     if args.epochs is not None:
@@ -240,12 +253,7 @@ def main() -> None:
     den = {"features": P["features"], "depth": P["depth"], "skip": P["skip"]}
 
     def deq(seed: int = 0, **kw) -> DEQ:
-        torch.manual_seed(seed)
-        opts = dict(denoiser="cnn", denoiser_options=den, dc="cg", cg_iter=10, solver="broyden",
-                    backward="ift", max_iter=P["max_iter"], tol=1e-3, backward_max_iter=200,
-                    backward_tol=1e-3, solver_options={"memory": P["max_iter"]})
-        opts.update(kw)
-        return build_deq(**opts)
+        return make_deq(P, seed=seed, **kw)
 
     def modl(k: int, seed: int = 0):
         torch.manual_seed(seed)
