@@ -98,16 +98,14 @@ def test_rho_hinge_of_a_deq_pushes_its_contraction_down():
     assert (quiet.last_info.rho < 0.9).all() and float(quiet.extra_loss()) == 0.0
 
 
-def test_shine_reuses_the_forward_rho_and_releases_u_v():
+def test_shine_reuses_the_rho_its_forward_measured():
     A, y, target = _problem(seed=3)
     model = _model(0.5, backward="shine", monitor_rho=True)
     x = model(y, A)
     info = model.last_info
-    binv = info.forward.inverse_jacobian
-    assert isinstance(binv, BroydenInverse) and info.solver_bytes == binv.nbytes > 0
     (0.5 * (x - target).abs().pow(2).sum()).backward()
+    assert info.rho is not None and (info.rho < 1).all()
     assert info.backward.rho is info.rho and info.backward.vjps == 0  # no second power method
-    assert binv.released and info.forward.inverse_jacobian is None and binv.nbytes == 0
 
 
 def test_released_inverse_gives_the_same_direction_once_then_refuses():

@@ -53,6 +53,28 @@ def test_warm_start_moves_the_point_into_the_new_data_frame():
         cache.start([3], zero[:1], reference=ref[:1].real)
 
 
+def test_a_precomputed_frame_equals_the_reference_and_start_does_not_count_hits():
+    g = torch.Generator().manual_seed(5)
+    ref = torch.randn(2, 8, 8, generator=g, dtype=DT)
+    z = torch.randn(2, 8, 8, generator=g, dtype=DT)
+    by_ref, by_frame = WarmStartCache(), WarmStartCache()
+    by_ref.update([1, 2], z, reference=ref)
+    by_frame.update([1, 2], z, reference=WarmStartCache.frame(ref))
+    turn = torch.polar(torch.tensor([1.5, 0.5], dtype=torch.float64),
+                       torch.tensor([0.4, 2.2], dtype=torch.float64)).reshape(2, 1, 1)
+    new = ref * turn
+    a, hit_a = by_ref.lookup([1, 2], torch.zeros_like(z), reference=new)
+    b, hit_b = by_frame.lookup([1, 2], torch.zeros_like(z), reference=WarmStartCache.frame(new))
+    assert torch.allclose(a, b, rtol=1e-12, atol=1e-12) and hit_a.all() and hit_b.all()
+    assert (by_frame.hits, by_frame.misses) == (2, 0)
+    by_frame.start([1, 7], torch.zeros_like(z), reference=new)  # a peek: counters unchanged
+    assert (by_frame.hits, by_frame.misses) == (2, 0)
+    by_frame.lookup([1, 7], torch.zeros_like(z), reference=new)
+    assert (by_frame.hits, by_frame.misses) == (3, 1)
+    with pytest.raises(InputError, match="frame of 2 images, got 1"):
+        by_frame.start([1, 2], torch.zeros_like(z), reference=WarmStartCache.frame(ref[:1]))
+
+
 def test_training_path_warm_starts_from_the_last_fixed_point():
     from types import SimpleNamespace
 
@@ -97,10 +119,10 @@ def test_shine_backward_releases_the_forward_broyden_state():
     out = model(y, A)
     info = model.last_info
     binv = info.forward.inverse_jacobian
-    assert binv is not None and info.solver_bytes == binv.nbytes > 0
+    assert binv is not None and info.solver_bytes == binv.nbytes > 0 and not binv.released
     loss = (out - x).abs().pow(2).sum()
     loss.backward(retain_graph=True)
     assert info.backward is not None and info.forward.inverse_jacobian is None
-    assert info.solver_bytes == binv.nbytes
+    assert binv.released and binv.nbytes == 0 and info.solver_bytes > 0  # the buffers went
     with pytest.raises(InputError, match="second backward"):
         loss.backward()

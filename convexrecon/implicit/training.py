@@ -53,10 +53,11 @@ def _forward(model: nn.Module, batch: Any, warm: WarmStartCache | None) -> tuple
     inner = unwrap(model)
     if isinstance(inner, DEQ) and warm is not None:
         aty = A.adjoint(y)
-        z0, hit = warm.lookup(batch.index, aty, reference=aty)
+        frame = warm.frame(aty)  # one low-pass of A^H y for the lookup and the update
+        z0, hit = warm.lookup(batch.index, aty, reference=frame)
         x = model(y, A, z0=z0)
         keep = ~inner.last_info.diverged.reshape(-1)
-        warm.update(batch.index, x.detach(), keep=keep, reference=aty)
+        warm.update(batch.index, x.detach(), keep=keep, reference=frame)
         return x, float(hit.to(torch.float64).mean())
     return model(y, A), None
 

@@ -26,13 +26,13 @@ is given.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 
 from convexrecon.errors import InputError
 
-__all__ = ["WarmStartCache", "lowres"]
+__all__ = ["WarmStartCache", "Frame", "lowres"]
 
 
 def lowres(x: torch.Tensor, *, batch_dims: int = 1, width: float = 0.1) -> torch.Tensor:
@@ -51,15 +51,27 @@ def lowres(x: torch.Tensor, *, batch_dims: int = 1, width: float = 0.1) -> torch
     return torch.fft.ifftn(k, dim=dims)
 
 
-def _frame(reference: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit phase map and norm ``(n, 1...)`` of the references' low-resolution images."""
+class Frame(NamedTuple):
+    """A batch's frame: the unit phase maps and norms ``(n, 1...)`` of the low-resolution
+    images of its references (:meth:`WarmStartCache.frame`)."""
+
+    phase: torch.Tensor
+    norm: torch.Tensor
+
+
+def _frame(reference: "torch.Tensor | Frame", n: int) -> Frame:
+    """The frame of ``reference`` (zero-filled images, or a :class:`Frame` already made)."""
+    if isinstance(reference, Frame):
+        if reference.phase.shape[0] != n:
+            raise InputError(f"reference: expected a frame of {n} images, got {reference.phase.shape[0]}")
+        return reference
     if reference.shape[0] != n:
         raise InputError(f"reference: expected a leading batch axis of {n}, got {tuple(reference.shape)}")
     lp = lowres(reference.detach())
     phase = torch.polar(torch.ones_like(lp.real), torch.angle(lp))
     norm = torch.linalg.vector_norm(lp.reshape(n, -1), dim=1)
     norm = torch.where(norm > 0, norm, torch.ones_like(norm))
-    return phase, norm.reshape((n,) + (1,) * (lp.ndim - 1))
+    return Frame(phase, norm.reshape((n,) + (1,) * (lp.ndim - 1)))
 
 
 class WarmStartCache:
@@ -75,6 +87,14 @@ class WarmStartCache:
         return len(self._store)
 
     @staticmethod
+    def frame(reference: torch.Tensor) -> Frame:
+        """The frame of a batch of zero-filled images, to pass as ``reference=`` to both
+        :meth:`lookup` and :meth:`update` of one step (one low-pass filter, not two)."""
+        if not isinstance(reference, torch.Tensor) or reference.ndim < 1:
+            raise InputError(f"reference: expected a batch of complex images, got {type(reference).__name__}")
+        return _frame(reference, reference.shape[0])
+
+    @staticmethod
     def _ids(ids: Sequence[int] | torch.Tensor) -> list[int]:
         if isinstance(ids, torch.Tensor):
             ids = ids.reshape(-1).tolist()
@@ -84,48 +104,58 @@ class WarmStartCache:
             raise InputError(f"ids: expected integer sample ids, got {ids!r}") from None
 
     def start(self, ids: Sequence[int] | torch.Tensor, default: torch.Tensor, *,
-              reference: torch.Tensor | None = None) -> torch.Tensor:
+              reference: "torch.Tensor | Frame | None" = None) -> torch.Tensor:
         """``default`` (``(B, ...)``) with row ``i`` replaced by the cached point of ``ids[i]``.
 
         A cached point of another shape (a different crop) is ignored. With
-        ``reference`` (the zero-filled images of this batch's data), a point stored
-        with a reference is moved into this data's frame (see the module doc).
+        ``reference`` (the zero-filled images of this batch's data, or their
+        :meth:`frame`), a point stored with a reference is moved into this data's
+        frame (see the module doc). A peek: the hit counters are left alone.
         """
-        return self.lookup(ids, default, reference=reference)[0]
+        return self._gather(ids, default, reference)[0]
 
     def lookup(self, ids: Sequence[int] | torch.Tensor, default: torch.Tensor, *,
-               reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """As :meth:`start`, and the ``(B,)`` bool mask of the rows found in the cache."""
+               reference: "torch.Tensor | Frame | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :meth:`start`, and the ``(B,)`` bool mask of the rows found in the cache,
+        which the counters ``hits`` / ``misses`` add up."""
+        out, hit = self._gather(ids, default, reference)
+        found = int(hit.sum())
+        self.hits += found
+        self.misses += hit.numel() - found
+        return out, hit
+
+    def _gather(self, ids: Sequence[int] | torch.Tensor, default: torch.Tensor,
+                reference: "torch.Tensor | Frame | None") -> tuple[torch.Tensor, torch.Tensor]:
         keys = self._ids(ids)
         if len(keys) != default.shape[0]:
             raise InputError(f"ids: expected {default.shape[0]} ids (the batch), got {len(keys)}")
         out = default.detach().clone()
-        frame = _frame(reference.to(out.device), len(keys)) if reference is not None else None
+        frame = _frame(reference, len(keys)) if reference is not None else None
+        if frame is not None:
+            frame = Frame(frame.phase.to(out.device), frame.norm.to(out.device))
         hit = torch.zeros(len(keys), dtype=torch.bool, device=out.device)
         for row, key in enumerate(keys):
             z = self._store.get(key)
             if z is not None and z.shape == out.shape[1:]:
                 z = z.to(device=out.device, dtype=out.dtype)
                 if frame is not None and self._framed.get(key, False):
-                    z = z * frame[0][row] * frame[1][row]
+                    z = z * frame.phase[row] * frame.norm[row]
                 out[row] = z
                 hit[row] = True
-                self.hits += 1
-            else:
-                self.misses += 1
         return out, hit
 
     def update(self, ids: Sequence[int] | torch.Tensor, z: torch.Tensor,
-               keep: torch.Tensor | None = None, *, reference: torch.Tensor | None = None) -> None:
+               keep: torch.Tensor | None = None, *,
+               reference: "torch.Tensor | Frame | None" = None) -> None:
         """Store ``z[i]`` for ``ids[i]`` (only where ``keep[i]``, e.g. not diverged); with
-        ``reference`` (the zero-filled images of the data ``z`` was solved for), in that
-        data's frame."""
+        ``reference`` (the zero-filled images of the data ``z`` was solved for, or their
+        :meth:`frame`), in that data's frame."""
         keys = self._ids(ids)
         if len(keys) != z.shape[0]:
             raise InputError(f"ids: expected {z.shape[0]} ids (the batch), got {len(keys)}")
         z = z.detach()
         if reference is not None:
-            phase, norm = _frame(reference.to(z.device), len(keys))
+            phase, norm = (t.to(z.device) for t in _frame(reference, len(keys)))
             z = z * phase.conj() / norm
         zc = z.to("cpu")
         for row, key in enumerate(keys):
