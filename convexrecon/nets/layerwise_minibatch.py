@@ -33,6 +33,7 @@ from typing import Any, Callable
 import torch
 
 from convexrecon.collectives import all_reduce_sum
+from convexrecon.operators.linalg import power_iteration
 from convexrecon.errors import InputError
 from convexrecon.nets.layerwise_program import DCMap, WhitenMap
 from convexrecon.operators.conv import PatternConv
@@ -188,21 +189,16 @@ class BatchedLayerProgram(NuclearFilters):
         if self._lip is None:
             gen = torch.Generator(device="cpu").manual_seed(0)
             x = torch.randn(self.shape, generator=gen, dtype=self.dtype).to(self.Y.device)
-            x /= torch.linalg.vector_norm(x)
-            lam = 0.0
-            for _ in range(self.power_iters):
+
+            def normal(x: torch.Tensor) -> torch.Tensor:  # one sweep over the batches
                 z = torch.zeros_like(x)
                 for idx in self.batches():
                     op, _ = self._parts(idx)
                     u = op.adjoint(op.forward(self.filters(x)))
                     z += self.wmap.adjoint(u) if self.wmap is not None else u
-                z = all_reduce_sum(z)
-                new = float(torch.linalg.vector_norm(z))
-                if new == 0.0:
-                    break
-                x, done, lam = z / new, abs(new - lam) <= 1e-4 * new, new
-                if done:
-                    break
+                return all_reduce_sum(z)
+
+            lam = power_iteration(normal, x, iters=self.power_iters, tol=1e-4)
             self._lip = 1.02 * max(lam, 1e-300)
         return self._lip
 

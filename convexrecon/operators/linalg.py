@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -10,7 +10,7 @@ from convexrecon._checks import real_dtype_of
 from convexrecon.errors import InputError
 from convexrecon.operators.base import Operator, prod
 
-__all__ = ["dot_test", "power_method", "to_dense", "randn_like_shape", "inner"]
+__all__ = ["dot_test", "power_method", "power_iteration", "to_dense", "randn_like_shape", "inner"]
 
 DENSE_LIMIT = 4096
 
@@ -63,19 +63,31 @@ def power_method(op: Operator, *, iters: int = 50, tol: float = 1e-6, seed: int 
     """
     g = torch.Generator(device="cpu").manual_seed(seed)
     x = randn_like_shape((*batch, *op.ishape), dtype=op.dtype, generator=g).to(device)
-    x = x / torch.linalg.vector_norm(x)
+    return power_iteration(op.forward, x, iters=iters, tol=tol)
+
+
+def power_iteration(apply: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, *,
+                    iters: int = 50, tol: float = 1e-6) -> float:
+    """Largest eigenvalue of the Hermitian positive semidefinite map ``apply`` by power
+    iterations from ``x0`` (normalised here), without the tape.
+
+    Stops after ``iters`` iterations or when the estimate changes by less than ``tol``
+    relative; 0.0 when ``apply`` returns zero. The loop of :func:`power_method` and of
+    the sharded and minibatch programs' Lipschitz constants (each with its own start).
+    """
+    x = x0 / torch.linalg.vector_norm(x0)
     lam = 0.0
     with torch.no_grad():
         for _ in range(iters):
-            z = op.forward(x)
+            z = apply(x)
             new = float(torch.linalg.vector_norm(z))
             if new == 0.0:
                 return 0.0
             x = z / new
-            if abs(new - lam) <= tol * new:
-                lam = new
-                break
+            done = abs(new - lam) <= tol * new
             lam = new
+            if done:
+                break
     return lam
 
 

@@ -32,6 +32,7 @@ from convexrecon.errors import InputError
 from convexrecon.programs.composite import CompositeProgram
 from convexrecon.programs.least_squares import LeastSquares
 from convexrecon.collectives import all_reduce_sum
+from convexrecon.operators.linalg import power_iteration
 
 __all__ = ["ShardedLeastSquares", "shard_program"]
 
@@ -92,20 +93,8 @@ class ShardedLeastSquares(LeastSquares):
         x = torch.randn(self.shape, generator=gen, dtype=self.aty.real.dtype)
         if self.aty.is_complex():
             x = torch.complex(x, torch.randn(self.shape, generator=gen, dtype=x.dtype))
-        x = (x / torch.linalg.vector_norm(x)).to(self.aty.device, self.aty.dtype)
-        lam = 0.0
-        with torch.no_grad():
-            for _ in range(self.power_iters):
-                z = self.normal(x)
-                new = float(torch.linalg.vector_norm(z))
-                if new == 0.0:
-                    return 1e-300
-                x = z / new
-                done = abs(new - lam) <= 1e-6 * new
-                lam = new
-                if done:
-                    break
-        return lam
+        x = x.to(self.aty.device, self.aty.dtype)
+        return max(power_iteration(self.normal, x, iters=self.power_iters, tol=1e-6), 1e-300)
 
     def to_cvxpy(self, expr, shape, *, basis=None):
         raise InputError("to_cvxpy: not available for a sharded data term (solve it on one process)")
