@@ -30,14 +30,15 @@ import torch
 
 from convexrecon.data import MaskSpec, SliceDataset, collate
 from convexrecon.implicit import DEQ, build_deq
+from convexrecon.implicit.training import sample_nmse
 from convexrecon.nets.unrolled import build_modl
 
 KINDS = ("deq-broyden-shine", "deq-anderson-jfb", "deq-anderson-ift", "modl-5", "modl-10")
 
 
 def nmse(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    d = tuple(range(1, x.ndim))
-    return ((x - t).abs().pow(2).sum(d) / t.abs().pow(2).sum(d)).mean()
+    """The training loss: the batch mean of the per-sample NMSE."""
+    return sample_nmse(x, t).mean()
 
 
 def _solver_bytes(model) -> int:

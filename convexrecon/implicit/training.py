@@ -31,14 +31,14 @@ from convexrecon.implicit.warmstart import WarmStartCache
 from convexrecon.training import Hooks
 from convexrecon.training.distributed import unwrap
 
-__all__ = ["recon_loss_fn", "recon_val_fn", "DEQHooks", "TrainingDiverged"]
+__all__ = ["recon_loss_fn", "recon_val_fn", "DEQHooks", "TrainingDiverged", "sample_nmse"]
 
 
 class TrainingDiverged(InputError):
     """Training stopped after too many diverged batches in a row."""
 
 
-def _nmse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def sample_nmse(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample ``||x - t||^2 / ||t||^2`` (batch first)."""
     dims = tuple(range(1, x.ndim))
     err = (x - target).abs().pow(2).sum(dim=dims)
@@ -69,7 +69,7 @@ def recon_loss_fn(*, warm: WarmStartCache | None = None) -> Callable[[nn.Module,
         if batch.target is None:
             raise InputError("batch: expected training samples with a target image")
         x, warm_hits = _forward(model, batch, warm)
-        loss = _nmse(x, batch.target.to(x.dtype)).mean()
+        loss = sample_nmse(x, batch.target.to(x.dtype)).mean()
         inner = unwrap(model)
         extras: dict[str, float] = {}
         if isinstance(inner, DEQ) and inner.last_info is not None:
@@ -97,7 +97,7 @@ def recon_val_fn(model: nn.Module, batch: Any) -> dict[str, float]:
     x = model(batch.kspace, batch.operator())
     target = batch.target.to(x.dtype)
     values = [psnr(x[i], target[i]) for i in range(x.shape[0])]
-    return {"loss": float(_nmse(x, target).mean()), "psnr": sum(values) / len(values)}
+    return {"loss": float(sample_nmse(x, target).mean()), "psnr": sum(values) / len(values)}
 
 
 class DEQHooks(Hooks):
