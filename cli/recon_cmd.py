@@ -139,7 +139,26 @@ def _learned(model: Any, kspace: torch.Tensor, sampling: Any, *, lam: Any, iters
     scaled = prepare(kspace, maps, sampling, device=device)
     with torch.no_grad():
         x = net(scaled.y, scaled.op)
+    _note_unconverged(net)
     return scaled.unscale(x)
+
+
+def _note_unconverged(net: Any) -> None:
+    """One ``warning: ...`` line when a DEQ's forward solve stopped short of its
+    tolerance for some slices: their output is the lowest-residual iterate of the
+    solve, not a fixed point (a map trained without a stabiliser is often not a
+    contraction, see docs/BENCHMARKS.md)."""
+    info = getattr(net, "last_info", None)
+    stats = getattr(info, "forward", None)
+    if stats is None:
+        return
+    short = ~stats.converged.reshape(-1)
+    if bool(short.any()):
+        worst = float(stats.best_rel_residual.reshape(-1)[short].max())
+        typer.echo(f"warning: the DEQ's forward solve stopped short of its tolerance {net.tol:g} for "
+                   f"{int(short.sum())} of {short.numel()} slices (relative residual up to {worst:.2g} "
+                   f"after {int(stats.iterations.max())} iterations); their images are the solve's "
+                   f"lowest-residual iterates, not fixed points", err=True)
 
 
 def _load_model(path: Any, device: torch.device) -> Any:

@@ -187,3 +187,20 @@ def test_step_info_lists_the_extras():
     text = step_info(0.5, {"fwd_iters": 12.0, "fwd_residual": 1e-3})
     assert text.startswith("loss 0.5") and "fwd_iters 12" in text and "fwd_residual 0.001" in text
     assert step_info(float("nan"), {"fwd_iters": 3.0}) == "skipped"
+
+
+@pytest.mark.parametrize("max_iter, warned", [(1, True), (200, False)])
+def test_learned_recon_warns_when_a_deq_stops_short_of_its_tolerance(capsys, max_iter, warned):
+    from convexrecon.cli.recon_cmd import _learned
+    from convexrecon.data import MaskSpec, SliceDataset
+
+    s = SliceDataset(split="test", size=16, coils=2, mask=MaskSpec("poisson", 4.0))[0]
+    torch.manual_seed(0)
+    net = ResidualCNN(features=4, depth=2, skip=0.5)
+    model = DEQ(ProxGradMap(net), solver="anderson", max_iter=max_iter, tol=1e-4).eval()
+    x = _learned(model, s.kspace, s.mask, lam=None, iters=None, device=torch.device("cpu"), maps=s.maps)
+    assert x.shape[-2:] == (16, 16) and torch.isfinite(x).all()
+    err = capsys.readouterr().err
+    assert ("stopped short of its tolerance" in err) == warned, err
+    if warned:
+        assert err.count("\n") == 1 and "1 of 1 slices" in err
