@@ -203,8 +203,8 @@ class ReluStep(GatedStep):
         return res.state.it * self.inner
 
     def objective_and_certificate(self) -> tuple[float, float]:
-        return (float(self.prog.value(self.x)),
-                float(self.prog.certificate(self.x, multipliers=self.mu)))
+        kkt = self.prog.kkt(self.x, multipliers=self.mu)  # its primal is the objective
+        return float(kkt.primal), float(kkt.max)
 
 
 def build_step(h: torch.Tensor, Y: torch.Tensor, gates: torch.Tensor, *, form: str, solver: str,

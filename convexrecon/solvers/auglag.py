@@ -160,8 +160,9 @@ class ConvReLUAugLag(Solver[AugLagState]):
         sub = _ALProgram(_ALSmooth(p, state.mu, state.rho, lip), _GroupPenalty(p.beta))
         s = FISTA(sub, max_iter=self.inner_iter, tol=0.0, check_every=0).run(state.s).x
         x = (s[0], s[1])
-        mu = (state.mu - state.rho * (p.conv(s) * p.sign)).clamp(min=0)
-        kkt = p.kkt(x, multipliers=mu)
+        z = p.conv(s)  # one convolution serves the multiplier update and the certificate
+        mu = (state.mu - state.rho * (z * p.sign)).clamp(min=0)
+        kkt = p.kkt(x, multipliers=mu, conv_x=z)
         viol, gap = kkt.violation, kkt.gap
         grow = (viol > gap and viol > 0.5 * state.violation and viol > 0.1 * self.tol
                 and state.rho < state.rho_cap)

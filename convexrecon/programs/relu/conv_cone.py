@@ -145,13 +145,15 @@ class ConvTwoLayerReLUCone(Program):
         den = float(torch.linalg.vector_norm(z))
         return float(torch.linalg.vector_norm(z.clamp(max=0))) / den if den > 0 else 0.0
 
-    def kkt(self, x, *, multipliers: torch.Tensor | None = None) -> KKT:
-        """:class:`~convexrecon.programs.relu.certificates.KKT` with ``primal``,
-        ``dual``, the relative ``gap`` and the relative ``violation``.
+    def kkt(self, x, *, multipliers: torch.Tensor | None = None,
+            conv_x: torch.Tensor | None = None) -> KKT:
+        """:class:`~convexrecon.programs.relu.certificates.KKT` with ``primal`` (the
+        objective), ``dual``, the relative ``gap`` and the relative ``violation``.
 
-        ``multipliers`` ``(N, 2, P, Co, H, W) >= 0`` (from the solver; zeros if None)."""
+        ``multipliers`` ``(N, 2, P, Co, H, W) >= 0`` (from the solver; zeros if None);
+        ``conv_x``: ``conv(X, x)`` when the caller has it already."""
         s = self._stack(x)
-        z = self.conv(s)
+        z = self.conv(s) if conv_x is None else conv_x
         r = self.Y - self.predict_from_conv(z)  # the dual direction lam = t r
         primal = 0.5 * float(r.pow(2).sum()) + self.beta * float(_group_norms(s).sum())
         mu = torch.zeros_like(z) if multipliers is None else multipliers
