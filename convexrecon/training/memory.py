@@ -81,14 +81,25 @@ def _status_kb(field: str) -> int | None:
     return None
 
 
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    hwm, rss = _status_kb("VmHWM"), _status_kb("VmRSS")
-    return hwm is not None and rss is not None and hwm <= rss + 64
+def _reset_hwm(attempts: int = 5) -> bool:
+    """Reset ``VmHWM`` to the current RSS; False where the kernel does not support it.
+
+    The check that the reset took (``VmHWM`` within 64 kB of ``VmRSS``) races with the
+    process's other threads: RSS that falls between the reset and the reads fails it
+    although the reset worked, so it is tried a few times (a kernel without the reset
+    fails every time)."""
+    for _ in range(attempts):
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+        except OSError:
+            return False
+        hwm, rss = _status_kb("VmHWM"), _status_kb("VmRSS")
+        if hwm is None or rss is None:
+            return False
+        if hwm <= rss + 64:
+            return True
+    return False
 
 
 def _trim() -> None:
